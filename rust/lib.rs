@@ -1,0 +1,5 @@
+//! vitfree's verification core.
+pub mod error;
+
+#[cfg(feature = "python")]
+mod python;
