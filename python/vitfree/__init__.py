@@ -1,5 +1,10 @@
-"""vitfree: training-free early exits for face-recognition Vision Transformers."""
+"""vitfree: training-free early exits for face-recognition Vision Transformers.
 
-from vitfree._core import __version__
+Submodules: :mod:`vitfree.ijb` (IJB-B/C 1:1 pipeline), :mod:`vitfree.metrics` (ROC, TAR@FAR,
+k-fold accuracy), :mod:`vitfree.models` (face ViTs with early exits), :mod:`vitfree.data`
+(dataset readers and alignment), :mod:`vitfree.identification` (1:N), :mod:`vitfree.cli`.
+"""
 
-__all__ = ["__version__"]
+from vitfree._core import __version__, get_num_threads, set_num_threads
+
+__all__ = ["__version__", "get_num_threads", "set_num_threads"]

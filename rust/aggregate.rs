@@ -1,0 +1,399 @@
+//! IJB-B/C template aggregation (PROTOCOLS §3).
+//!
+//! Per image: `v = feats[i] (+ flip[i])`, optionally `v /= |v|`, optionally `v *= weights[i]`.
+//! Per template: images of one media are averaged, media vectors summed, the sum L2-normalised.
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::pool;
+
+/// A feature element type the kernels read (f32 or f64), widened to f64 for accumulation.
+pub trait Element: Copy + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+}
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+impl Element for f64 {
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Borrowed inputs of [`aggregate_templates`]; `feats` and `flip` are row-major (n, dim).
+pub struct AggregateInput<'a, T> {
+    pub feats: &'a [T],
+    pub flip: Option<&'a [T]>,
+    pub weights: Option<&'a [f64]>,
+    pub templates: &'a [i64],
+    pub medias: &'a [i64],
+    pub dim: usize,
+    pub normalize_images: bool,
+}
+
+/// Template features (row-major (n_templates, dim), unit norm) and their sorted unique ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Templates {
+    pub feats: Vec<f32>,
+    pub ids: Vec<i64>,
+    pub dim: usize,
+}
+
+/// Images grouped by template: `order[offsets[t]..offsets[t+1]]` are the rows of template `t`,
+/// sorted by (media id, row).
+pub struct Grouping {
+    pub ids: Vec<i64>,
+    pub offsets: Vec<usize>,
+    pub order: Vec<u32>,
+}
+
+/// Sorted unique ids and, for every entry of `values`, the index of its id (parallel lookup).
+pub fn index_ids(values: &[i64]) -> (Vec<i64>, Vec<u32>) {
+    let mut ids = values.to_vec();
+    ids.par_sort_unstable();
+    ids.dedup();
+    let index = values
+        .par_iter()
+        .map(|v| ids.binary_search(v).map(|i| i as u32).unwrap_or(u32::MAX))
+        .collect();
+    (ids, index)
+}
+
+/// Group rows by template (counting sort, stable), then order each group by media id.
+pub fn group_by_template(templates: &[i64], medias: &[i64]) -> Grouping {
+    let (ids, tindex) = index_ids(templates);
+    let mut offsets = vec![0usize; ids.len() + 1];
+    for &t in &tindex {
+        offsets[t as usize + 1] += 1;
+    }
+    for t in 0..ids.len() {
+        offsets[t + 1] += offsets[t];
+    }
+    let mut cursor = offsets.clone();
+    let mut order = vec![0u32; templates.len()];
+    for (row, &t) in tindex.iter().enumerate() {
+        order[cursor[t as usize]] = row as u32;
+        cursor[t as usize] += 1;
+    }
+    // Rows within a template are already ascending; a stable sort by media keeps (media, row).
+    let mut chunks: Vec<&mut [u32]> = Vec::with_capacity(ids.len());
+    let mut rest: &mut [u32] = &mut order;
+    for t in 0..ids.len() {
+        let (head, tail) = rest.split_at_mut(offsets[t + 1] - offsets[t]);
+        chunks.push(head);
+        rest = tail;
+    }
+    chunks
+        .into_par_iter()
+        .for_each(|rows| rows.sort_by_key(|&r| medias[r as usize]));
+    Grouping {
+        ids,
+        offsets,
+        order,
+    }
+}
+
+fn check_lengths<T>(input: &AggregateInput<'_, T>) -> Result<usize> {
+    let n = input.templates.len();
+    if input.dim == 0 {
+        return Err(Error::Value("feats: feature dimension is 0".into()));
+    }
+    if n == 0 {
+        return Err(Error::Value("feats: no images (empty input)".into()));
+    }
+    if input.feats.len() != n * input.dim {
+        return Err(Error::Value(format!(
+            "feats has {} rows of dim {} but templates has {} entries",
+            input.feats.len() / input.dim,
+            input.dim,
+            n
+        )));
+    }
+    if input.medias.len() != n {
+        return Err(Error::Value(format!(
+            "medias has {} entries but templates has {}",
+            input.medias.len(),
+            n
+        )));
+    }
+    if let Some(flip) = input.flip {
+        if flip.len() != input.feats.len() {
+            return Err(Error::Value(format!(
+                "flip_feats has {} elements but feats has {}",
+                flip.len(),
+                input.feats.len()
+            )));
+        }
+    }
+    if let Some(w) = input.weights {
+        if w.len() != n {
+            return Err(Error::Value(format!(
+                "weights has {} entries but templates has {}",
+                w.len(),
+                n
+            )));
+        }
+    }
+    if n > u32::MAX as usize {
+        return Err(Error::Value(format!("too many images: {n}")));
+    }
+    Ok(n)
+}
+
+/// Image `row` after flip-sum, optional normalisation and weighting, added times `scale` to `acc`.
+/// Returns false when the image vector is not finite or (with normalisation) has zero norm.
+#[inline]
+fn add_image<T: Element>(
+    input: &AggregateInput<'_, T>,
+    row: usize,
+    scale: f64,
+    acc: &mut [f64],
+    tmp: &mut [f64],
+) -> bool {
+    let d = input.dim;
+    let a = &input.feats[row * d..(row + 1) * d];
+    match input.flip {
+        Some(flip) => {
+            let b = &flip[row * d..(row + 1) * d];
+            for ((t, &x), &y) in tmp.iter_mut().zip(a).zip(b) {
+                *t = x.to_f64() + y.to_f64();
+            }
+        }
+        None => {
+            for (t, &x) in tmp.iter_mut().zip(a) {
+                *t = x.to_f64();
+            }
+        }
+    }
+    let mut factor = scale;
+    if let Some(w) = input.weights {
+        factor *= w[row];
+    }
+    if input.normalize_images {
+        let norm = tmp.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 || !norm.is_finite() {
+            return false;
+        }
+        factor /= norm;
+    }
+    let mut finite = factor.is_finite();
+    for (s, &t) in acc.iter_mut().zip(tmp.iter()) {
+        *s += t * factor;
+        finite &= t.is_finite();
+    }
+    finite
+}
+
+/// Why one template could not be aggregated.
+enum Bad {
+    /// image row whose vector is NaN/inf (or zero-norm when normalising)
+    Image(usize),
+    /// the template's vector sums to zero
+    Zero,
+}
+
+fn aggregate_one<T: Element>(
+    input: &AggregateInput<'_, T>,
+    rows: &[u32],
+    out: &mut [f32],
+) -> Option<Bad> {
+    let d = input.dim;
+    let mut acc = vec![0f64; d];
+    let mut media_acc = vec![0f64; d];
+    let mut tmp = vec![0f64; d];
+    let mut start = 0;
+    while start < rows.len() {
+        let media = input.medias[rows[start] as usize];
+        let mut end = start + 1;
+        while end < rows.len() && input.medias[rows[end] as usize] == media {
+            end += 1;
+        }
+        media_acc.iter_mut().for_each(|x| *x = 0.0);
+        for &r in &rows[start..end] {
+            if !add_image(input, r as usize, 1.0, &mut media_acc, &mut tmp) {
+                return Some(Bad::Image(r as usize));
+            }
+        }
+        let count = (end - start) as f64;
+        for (s, m) in acc.iter_mut().zip(&media_acc) {
+            *s += m / count;
+        }
+        start = end;
+    }
+    let norm = acc.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if !norm.is_finite() {
+        // Finite images can still overflow f64 only in absurd cases; report the first row.
+        return Some(Bad::Image(rows[0] as usize));
+    }
+    if norm == 0.0 {
+        return Some(Bad::Zero);
+    }
+    for (o, s) in out.iter_mut().zip(&acc) {
+        *o = (s / norm) as f32;
+    }
+    None
+}
+
+/// Aggregate image features into L2-normalised template features (PROTOCOLS §3).
+///
+/// Errors name the first offending template (in id order) or image row.
+pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<Templates> {
+    check_lengths(input)?;
+    let d = input.dim;
+    pool::install(|| {
+        let grouping = group_by_template(input.templates, input.medias);
+        let n_templates = grouping.ids.len();
+        let mut feats = vec![0f32; n_templates * d];
+        let bad: Vec<(usize, Bad)> = feats
+            .par_chunks_mut(d)
+            .enumerate()
+            .filter_map(|(t, out)| {
+                let rows = &grouping.order[grouping.offsets[t]..grouping.offsets[t + 1]];
+                aggregate_one(input, rows, out).map(|b| (t, b))
+            })
+            .collect();
+        if let Some((t, why)) = bad.first() {
+            let id = grouping.ids[*t];
+            return Err(match why {
+                Bad::Image(row) => Error::Value(if input.normalize_images {
+                    format!("image row {row} (template {id}) has a zero, NaN or infinite feature vector")
+                } else {
+                    format!("image row {row} (template {id}) has NaN or infinite values in its features or weight")
+                }),
+                Bad::Zero => {
+                    let more = if bad.len() > 1 {
+                        format!(
+                            " ({} templates in all, e.g. {})",
+                            bad.len(),
+                            bad.iter()
+                                .skip(1)
+                                .take(4)
+                                .map(|(t, _)| grouping.ids[*t].to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        String::new()
+                    };
+                    Error::Value(format!(
+                        "template {id} sums to a zero vector and cannot be normalised{more}; check its features and detector scores"
+                    ))
+                }
+            });
+        }
+        Ok(Templates {
+            feats,
+            ids: grouping.ids,
+            dim: d,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(
+        feats: &'a [f32],
+        templates: &'a [i64],
+        medias: &'a [i64],
+        dim: usize,
+    ) -> AggregateInput<'a, f32> {
+        AggregateInput {
+            feats,
+            flip: None,
+            weights: None,
+            templates,
+            medias,
+            dim,
+            normalize_images: false,
+        }
+    }
+
+    #[test]
+    fn media_mean_then_template_sum() {
+        // Template 7: media 1 has images (2,0) and (0,0) -> mean (1,0); media 2 has (0,3).
+        // Sum (1,3) -> normalised (1,3)/sqrt(10). Template 3: one image (0,-2) -> (0,-1).
+        let feats = [2.0, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, 3.0];
+        let templates = [7, 3, 7, 7];
+        let medias = [1, 5, 1, 2];
+        let out = aggregate_templates(&input(&feats, &templates, &medias, 2)).unwrap();
+        assert_eq!(out.ids, vec![3, 7]);
+        let s = 10f64.sqrt();
+        let expected = [0.0, -1.0, (1.0 / s) as f32, (3.0 / s) as f32];
+        for (a, b) in out.feats.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn flip_weights_and_normalisation() {
+        let feats = [3.0f32, 4.0, 1.0, 0.0];
+        let flip = [0.0f32, 0.0, 1.0, 0.0];
+        let weights = [2.0, 0.5];
+        let templates = [1, 1];
+        let medias = [1, 2];
+        let mut inp = input(&feats, &templates, &medias, 2);
+        inp.flip = Some(&flip);
+        inp.weights = Some(&weights);
+        inp.normalize_images = true;
+        // normalised images (0.6,0.8) and (1,0), weighted by 2 and 0.5: (1.2,1.6)+(0.5,0) = (1.7,1.6)
+        let out = aggregate_templates(&inp).unwrap();
+        let n = (1.7f64 * 1.7 + 1.6 * 1.6).sqrt();
+        assert!((out.feats[0] as f64 - 1.7 / n).abs() < 1e-7);
+        assert!((out.feats[1] as f64 - 1.6 / n).abs() < 1e-7);
+    }
+
+    #[test]
+    fn zero_template_is_named() {
+        let feats = [1.0f32, 0.0, -1.0, 0.0, 0.0, 1.0];
+        let templates = [4, 4, 9];
+        let medias = [1, 2, 3];
+        let err = aggregate_templates(&input(&feats, &templates, &medias, 2)).unwrap_err();
+        assert!(err.to_string().contains("template 4"), "{err}");
+    }
+
+    #[test]
+    fn nan_row_is_named() {
+        let feats = [1.0f32, 0.0, f32::NAN, 0.0];
+        let err = aggregate_templates(&input(&feats, &[1, 2], &[1, 2], 2)).unwrap_err();
+        assert!(err.to_string().contains("image row 1"), "{err}");
+    }
+
+    #[test]
+    fn length_mismatch() {
+        let feats = [1.0f32, 0.0, 1.0, 0.0];
+        assert!(aggregate_templates(&input(&feats, &[1, 2], &[1], 2)).is_err());
+        assert!(aggregate_templates(&input(&feats, &[1], &[1], 2)).is_err());
+    }
+
+    #[test]
+    fn independent_of_thread_count() {
+        let n = 5000;
+        let d = 17;
+        let feats: Vec<f64> = (0..n * d)
+            .map(|i| ((i * 7919) % 1000) as f64 / 997.0 - 0.4)
+            .collect();
+        let templates: Vec<i64> = (0..n).map(|i| ((i * 31) % 97) as i64 * 3).collect();
+        let medias: Vec<i64> = (0..n).map(|i| (i % 13) as i64).collect();
+        let inp = AggregateInput {
+            feats: &feats,
+            flip: None,
+            weights: None,
+            templates: &templates,
+            medias: &medias,
+            dim: d,
+            normalize_images: false,
+        };
+        crate::pool::set_num_threads(1);
+        let a = aggregate_templates(&inp).unwrap();
+        crate::pool::set_num_threads(3);
+        let b = aggregate_templates(&inp).unwrap();
+        crate::pool::set_num_threads(0);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,75 @@
+//! The thread pool used by every kernel.
+//!
+//! A fork (torch DataLoader workers, multiprocessing) copies the address space but not the
+//! threads, so a global rayon pool created before the fork would hang in the child. We keep our
+//! own pool tagged with the process id that built it and rebuild it when the id changes.
+use std::sync::{Arc, Mutex};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+struct PoolState {
+    pid: u32,
+    threads: usize,
+    pool: Arc<ThreadPool>,
+}
+
+static POOL: Mutex<Option<PoolState>> = Mutex::new(None);
+static REQUESTED: Mutex<usize> = Mutex::new(0);
+
+fn default_threads() -> usize {
+    if let Some(n) = std::env::var("VITFREE_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Number of threads the kernels use (0 requested = the default: `VITFREE_NUM_THREADS` or all cores).
+pub fn num_threads() -> usize {
+    let requested = *REQUESTED.lock().unwrap_or_else(|e| e.into_inner());
+    if requested > 0 {
+        requested
+    } else {
+        default_threads()
+    }
+}
+
+/// Set the number of threads (0 restores the default). Takes effect on the next kernel call.
+pub fn set_num_threads(n: usize) {
+    *REQUESTED.lock().unwrap_or_else(|e| e.into_inner()) = n;
+}
+
+/// The pool for this process, (re)built when the process id or the thread count changed.
+pub fn pool() -> Arc<ThreadPool> {
+    let threads = num_threads();
+    let pid = std::process::id();
+    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(state) = guard.as_ref() {
+        if state.pid == pid && state.threads == threads {
+            return Arc::clone(&state.pool);
+        }
+    }
+    let pool = Arc::new(
+        ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("vitfree-{i}"))
+            .build()
+            .expect("failed to start the vitfree thread pool"),
+    );
+    *guard = Some(PoolState {
+        pid,
+        threads,
+        pool: Arc::clone(&pool),
+    });
+    pool
+}
+
+/// Run `f` inside the vitfree pool.
+pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    pool().install(f)
+}
