@@ -246,10 +246,11 @@ def _fold_bounds(n: int, n_folds: int) -> list[tuple[int, int]]:
 def _interp_threshold(far_train: np.ndarray, thresholds: np.ndarray, target: float) -> float:
     """Threshold where the training FAR curve reaches ``target``, by linear interpolation.
 
-    FAR(t) is non-decreasing in t and often flat (repeated values), where scipy's
-    ``interp1d(far, thresholds)`` of the community code raises on current scipy. We interpolate
-    between the last grid point whose FAR is below the target and the first that reaches it:
-    on strictly increasing stretches this equals ``interp1d(kind="slinear")``.
+    FAR(t) is non-decreasing in t and often flat (repeated values), where the community code's
+    ``interp1d(far, thresholds, kind="slinear")`` raises on current scipy ("Expect x to not have
+    duplicates"). We interpolate between the last grid point whose FAR is below the target and
+    the first that reaches it, which is exactly ``interp1d(far, thresholds, kind="linear")``
+    (searchsorted-based, accepts repeats) and equals ``slinear`` wherever that one works.
     """
     if float(np.max(far_train)) < target:
         return 0.0
