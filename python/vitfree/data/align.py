@@ -1,0 +1,144 @@
+"""Five-point face alignment to the 112x112 ArcFace template (PROTOCOLS §3).
+
+The community pipeline (insightface ``face_align.norm_crop``) estimates a least-squares
+similarity transform with scikit-image's ``SimilarityTransform.estimate`` (Umeyama's method)
+from the five detected landmarks to a fixed template, then warps with
+``cv2.warpAffine(img, M, (112, 112), borderValue=0.0)`` (bilinear). This module reproduces
+that exactly in numpy, so vitfree needs no scikit-image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["ARCFACE_TEMPLATE", "ALIGNED_SIZE", "estimate_similarity", "align_face"]
+
+#: Side of the aligned face in pixels.
+ALIGNED_SIZE: int = 112
+
+#: Destination landmarks (x, y) in the 112x112 crop: left eye, right eye, nose tip,
+#: left mouth corner, right mouth corner. float64, shape (5, 2).
+ARCFACE_TEMPLATE: npt.NDArray[np.float64] = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
+ARCFACE_TEMPLATE.setflags(write=False)
+
+
+def _as_points(name: str, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (N, 2) with N >= 2, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+    return a
+
+
+def estimate_similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Least-squares similarity transform mapping ``src`` points onto ``dst`` points.
+
+    Umeyama (1991), "Least-squares estimation of transformation parameters between two point
+    patterns", with scale estimation and no reflection — the algorithm behind
+    ``skimage.transform.SimilarityTransform.estimate`` that the insightface alignment uses. It
+    minimises ``sum_i ||s R src_i + t - dst_i||^2`` over scale ``s``, rotation ``R`` and
+    translation ``t``; for non-degenerate points this equals the least-squares solution of the
+    4-parameter model ``[[a, -b, tx], [b, a, ty]]``.
+
+    Args:
+        src: source points, shape (N, 2), N >= 2 (e.g. 5 detected landmarks, (x, y) pixels).
+        dst: destination points, shape (N, 2) (e.g. :data:`ARCFACE_TEMPLATE`).
+
+    Returns:
+        The forward transform as a float64 (2, 3) matrix ``[s R | t]``, ready for
+        ``cv2.warpAffine``. A degenerate ``src`` (all points equal) gives the zero scale, like
+        scikit-image; :func:`align_face` rejects that case.
+    """
+    src_a = _as_points("src", src)
+    dst_a = _as_points("dst", dst)
+    if src_a.shape != dst_a.shape:
+        raise ValueError(f"src and dst must have the same shape, got {src_a.shape} and {dst_a.shape}")
+    n, dim = src_a.shape
+    src_mean = src_a.mean(axis=0)
+    dst_mean = dst_a.mean(axis=0)
+    src_c = src_a - src_mean
+    dst_c = dst_a - dst_mean
+
+    # Eq. (38): cross-covariance; eq. (39): reflection guard.
+    cov = dst_c.T @ src_c / n
+    d = np.ones(dim, dtype=np.float64)
+    if np.linalg.det(cov) < 0:
+        d[dim - 1] = -1.0
+    u, s, vt = np.linalg.svd(cov)
+    rank = np.linalg.matrix_rank(cov)
+    transform = np.eye(dim + 1, dtype=np.float64)
+    if rank == 0:
+        # All points coincide: no rotation or scale can be estimated (scikit-image returns NaN;
+        # a zero scale is the least-squares optimum: every point maps to the dst centroid).
+        transform[:dim, :dim] = 0.0
+    elif rank == dim - 1:
+        # Collinear points: the rotation is still determined up to the sign of the last axis.
+        if np.linalg.det(u) * np.linalg.det(vt) > 0:
+            transform[:dim, :dim] = u @ vt
+        else:
+            keep = d[dim - 1]
+            d[dim - 1] = -1.0
+            transform[:dim, :dim] = u @ np.diag(d) @ vt
+            d[dim - 1] = keep
+    else:
+        transform[:dim, :dim] = u @ np.diag(d) @ vt
+
+    if rank > 0:
+        # Eq. (42): scale = trace(D S) / variance of src.
+        src_var = src_c.var(axis=0).sum()
+        scale = float(s @ d) / src_var
+        transform[:dim, :dim] *= scale
+    # Eq. (41): translation.
+    transform[:dim, dim] = dst_mean - transform[:dim, :dim] @ src_mean
+    return transform[:dim, :]
+
+
+def align_face(
+    img_bgr: npt.NDArray[np.uint8],
+    landmarks: npt.ArrayLike,
+    *,
+    template: npt.ArrayLike = ARCFACE_TEMPLATE,
+    size: int = ALIGNED_SIZE,
+) -> npt.NDArray[np.uint8]:
+    """Align one face to the ArcFace 112x112 crop, exactly as insightface's ``norm_crop``.
+
+    Args:
+        img_bgr: the loose crop as read by ``cv2.imread``: uint8, shape (H, W, 3), BGR order.
+            A 2-D grayscale image (H, W) is accepted and replicated to three channels.
+        landmarks: five (x, y) points in ``img_bgr`` pixels, shape (5, 2): left eye, right eye,
+            nose, left mouth corner, right mouth corner.
+        template: destination points, shape (5, 2), default :data:`ARCFACE_TEMPLATE`.
+        size: side of the output square, default 112.
+
+    Returns:
+        The aligned face, uint8, shape (size, size, 3), **RGB** order (converted after the
+        warp). Pixels mapped from outside the image are 0.
+    """
+    img = np.asarray(img_bgr)
+    if img.dtype != np.uint8:
+        raise TypeError(f"img_bgr must be uint8, got {img.dtype}")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+        raise ValueError(f"img_bgr must have shape (H, W, 3), got {img.shape}")
+    lmk = _as_points("landmarks", landmarks)
+    dst = _as_points("template", template)
+    if lmk.shape != dst.shape:
+        raise ValueError(f"landmarks must have shape {dst.shape}, got {lmk.shape}")
+    m = estimate_similarity(lmk, dst)
+    if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:, :2])) == 0.0:
+        raise ValueError(f"degenerate landmarks (all points equal?): {lmk.tolist()}")
+    warped = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
