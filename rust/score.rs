@@ -48,22 +48,16 @@ impl<'a> IdIndex<'a> {
     }
 }
 
-/// Dot product with 16 independent partial sums (vectorised; fixed order, so deterministic).
+/// Independent partial sums of [`dot`]: lane `k` accumulates elements `k, k + LANES, ...`.
+pub const LANES: usize = 32;
+
+/// Reduce the lanes (pairwise tree, fixed order) and add the tail elements to their lanes first.
 #[inline(always)]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for k in 0..16 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    for (k, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+fn finish(mut acc: [f32; LANES], a: &[f32], b: &[f32], start: usize) -> f32 {
+    for (k, (x, y)) in a[start..].iter().zip(&b[start..]).enumerate() {
         acc[k] += x * y;
     }
-    // Pairwise tree over the lanes.
-    let mut width = 8;
+    let mut width = LANES / 2;
     while width > 0 {
         for k in 0..width {
             acc[k] += acc[k + width];
@@ -73,21 +67,88 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc[0]
 }
 
+/// Portable reference: the arithmetic every SIMD path reproduces exactly (lane-wise mul then
+/// add, no fused multiply-add), so scores do not depend on the CPU's vector width.
+pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let m = n - n % LANES;
+    let mut acc = [0f32; LANES];
+    for i in (0..m).step_by(LANES) {
+        for k in 0..LANES {
+            acc[k] += a[i + k] * b[i + k];
+        }
+    }
+    finish(acc, &a[..n], &b[..n], m)
+}
+
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn score_chunk_avx2(
-    feats: &[f32],
-    dim: usize,
-    index: &IdIndex<'_>,
-    p1: &[i64],
-    p2: &[i64],
-    out: &mut [f32],
-) -> std::result::Result<(), usize> {
-    score_chunk_generic(feats, dim, index, p1, p2, out)
+#[target_feature(enable = "avx")]
+unsafe fn dot_avx(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let m = n - n % LANES;
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut s = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < m {
+        for (r, acc) in s.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(pa.add(i + 8 * r));
+            let y = _mm256_loadu_ps(pb.add(i + 8 * r));
+            *acc = _mm256_add_ps(*acc, _mm256_mul_ps(x, y));
+        }
+        i += LANES;
+    }
+    let mut acc = [0f32; LANES];
+    for (r, v) in s.iter().enumerate() {
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8 * r), *v);
+    }
+    finish(acc, &a[..n], &b[..n], m)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn dot_sse(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let m = n - n % LANES;
+    let mut acc = [0f32; LANES];
+    // SAFETY: SSE is part of the x86_64 baseline; loads stay below `m <= len`.
+    unsafe {
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut s = [_mm_setzero_ps(); 8];
+        let mut i = 0;
+        while i < m {
+            for (r, v) in s.iter_mut().enumerate() {
+                let x = _mm_loadu_ps(pa.add(i + 4 * r));
+                let y = _mm_loadu_ps(pb.add(i + 4 * r));
+                *v = _mm_add_ps(*v, _mm_mul_ps(x, y));
+            }
+            i += LANES;
+        }
+        for (r, v) in s.iter().enumerate() {
+            _mm_storeu_ps(acc.as_mut_ptr().add(4 * r), *v);
+        }
+    }
+    finish(acc, &a[..n], &b[..n], m)
+}
+
+/// Dot product of two f32 vectors with [`LANES`] partial sums; identical on every CPU.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is available (checked above).
+            return unsafe { dot_avx(a, b) };
+        }
+        dot_sse(a, b)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dot_portable(a, b)
 }
 
 #[inline(always)]
-fn score_chunk_generic(
+fn score_chunk(
     feats: &[f32],
     dim: usize,
     index: &IdIndex<'_>,
@@ -108,27 +169,35 @@ fn score_chunk_generic(
     Ok(())
 }
 
-fn score_chunk(
-    feats: &[f32],
-    dim: usize,
-    index: &IdIndex<'_>,
-    p1: &[i64],
-    p2: &[i64],
-    out: &mut [f32],
-) -> std::result::Result<(), usize> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked above). Without FMA the lanes compute the
-            // same rounded operations as the generic path, so results are identical.
-            return unsafe { score_chunk_avx2(feats, dim, index, p1, p2, out) };
-        }
+/// A raw pointer that tasks may share to write disjoint elements of one output buffer.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+// SAFETY: used only where every element is written by exactly one task (see call sites).
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
+
+/// Template features above this size are scored tile by tile (they would not stay in cache).
+const CACHE_BYTES: usize = 8 << 20;
+/// Bytes of template features per tile side: two sides per core stay in the shared L3.
+const BLOCK_BYTES: usize = 2 << 20;
+
+/// Rows per tile side for `dim`-d features (a power of two), or None to score in file order.
+fn block_rows(n_templates: usize, dim: usize) -> Option<u32> {
+    let bytes = n_templates * dim * 4;
+    if bytes <= CACHE_BYTES {
+        return None;
     }
-    score_chunk_generic(feats, dim, index, p1, p2, out)
+    let rows = (BLOCK_BYTES / (dim * 4)).max(16);
+    Some(rows.next_power_of_two().trailing_zeros())
 }
 
 /// Cosine score of each pair `(p1[i], p2[i])` of template ids; `feats` is row-major
 /// (ids.len(), dim) with unit rows and `ids` sorted ascending and unique.
+///
+/// When the template features do not fit in cache, pairs are grouped into tiles by the blocks
+/// of their two rows (a counting sort of pair indices, stable, so file order is kept within a
+/// tile) and scored tile by tile; each score is still computed by the same [`dot`], so the
+/// result does not depend on the tiling or the thread count.
 pub fn score_pairs(
     feats: &[f32],
     ids: &[i64],
@@ -159,32 +228,138 @@ pub fn score_pairs(
             p2.len()
         )));
     }
+    if p1.len() > u32::MAX as usize {
+        return Err(Error::Value(format!("too many pairs: {}", p1.len())));
+    }
     pool::install(|| {
         let index = IdIndex::new(ids);
-        let mut out = vec![0f32; p1.len()];
-        let failures: Vec<usize> = out
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .filter_map(|(c, o)| {
-                let s = c * CHUNK;
-                let e = s + o.len();
-                score_chunk(feats, dim, &index, &p1[s..e], &p2[s..e], o)
-                    .err()
-                    .map(|k| s + k)
-            })
-            .collect();
-        if let Some(&i) = failures.iter().min() {
+        let unknown = |i: usize| {
             let (name, id) = if index.row(p1[i]).is_none() {
                 ("p1", p1[i])
             } else {
                 ("p2", p2[i])
             };
-            return Err(Error::Value(format!(
+            Error::Value(format!(
                 "unknown template id {id} in {name} (pair {i}): it has no template features"
-            )));
+            ))
+        };
+        let mut out = vec![0f32; p1.len()];
+        match block_rows(ids.len(), dim) {
+            None => {
+                let failures: Vec<usize> = out
+                    .par_chunks_mut(CHUNK)
+                    .enumerate()
+                    .filter_map(|(c, o)| {
+                        let s = c * CHUNK;
+                        let e = s + o.len();
+                        score_chunk(feats, dim, &index, &p1[s..e], &p2[s..e], o)
+                            .err()
+                            .map(|k| s + k)
+                    })
+                    .collect();
+                if let Some(&i) = failures.iter().min() {
+                    return Err(unknown(i));
+                }
+            }
+            Some(shift) => {
+                score_tiled(feats, dim, &index, p1, p2, shift, &mut out).map_err(unknown)?;
+            }
         }
         Ok(out)
     })
+}
+
+/// Tiled scoring; on an unknown id returns the smallest pair index that has one.
+fn score_tiled(
+    feats: &[f32],
+    dim: usize,
+    index: &IdIndex<'_>,
+    p1: &[i64],
+    p2: &[i64],
+    shift: u32,
+    out: &mut [f32],
+) -> std::result::Result<(), usize> {
+    let n_templates = feats.len() / dim;
+    let nb = (n_templates >> shift) + 1;
+    let n_tiles = nb * nb;
+    let tile_of = |i: usize| -> Option<usize> {
+        let a = index.row(p1[i])?;
+        let b = index.row(p2[i])?;
+        Some((a >> shift) * nb + (b >> shift))
+    };
+    // pass 1: per-chunk tile histograms (and id validation)
+    let n = p1.len();
+    let n_chunks = n.div_ceil(CHUNK);
+    let hists: Vec<std::result::Result<Vec<u32>, usize>> = (0..n_chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut h = vec![0u32; n_tiles];
+            for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                h[tile_of(i).ok_or(i)?] += 1;
+            }
+            Ok(h)
+        })
+        .collect();
+    let mut hists = hists
+        .into_iter()
+        .collect::<std::result::Result<Vec<_>, usize>>()?;
+    // tile-major, then chunk order: the stable position where each chunk starts in each tile
+    let mut tile_start = vec![0usize; n_tiles + 1];
+    let mut pos = 0usize;
+    for t in 0..n_tiles {
+        tile_start[t] = pos;
+        for h in hists.iter_mut() {
+            let count = h[t] as usize;
+            h[t] = pos as u32;
+            pos += count;
+        }
+    }
+    tile_start[n_tiles] = pos;
+    // pass 2: scatter pair indices into tile order
+    let mut order = vec![0u32; n];
+    let order_ptr = SharedOut(order.as_mut_ptr());
+    hists
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(c, mut cursor)| {
+            let ptr = order_ptr;
+            for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                // ids were validated in pass 1
+                let t = tile_of(i).unwrap_or(0);
+                // SAFETY: the cursors of (chunk, tile) cover disjoint ranges of `order`, built from
+                // exact counts, so every slot is written by exactly one task, within bounds.
+                unsafe { *ptr.0.add(cursor[t] as usize) = i as u32 };
+                cursor[t] += 1;
+            }
+        });
+    // pass 3: score tile by tile (long tiles split for balance)
+    let mut jobs = Vec::new();
+    for t in 0..n_tiles {
+        let mut s = tile_start[t];
+        while s < tile_start[t + 1] {
+            let e = (s + CHUNK).min(tile_start[t + 1]);
+            jobs.push((s, e));
+            s = e;
+        }
+    }
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    jobs.into_par_iter().for_each(|(s, e)| {
+        let ptr = out_ptr;
+        for &i in &order[s..e] {
+            let i = i as usize;
+            let (a, b) = match (index.row(p1[i]), index.row(p2[i])) {
+                (Some(a), Some(b)) => (a, b),
+                _ => continue, // unreachable: validated in pass 1
+            };
+            let v = dot(
+                &feats[a * dim..(a + 1) * dim],
+                &feats[b * dim..(b + 1) * dim],
+            );
+            // SAFETY: `order` is a permutation of 0..n, so each output slot is written once.
+            unsafe { *ptr.0.add(i) = v };
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -231,6 +406,50 @@ mod tests {
         assert_eq!(index.row(2), None);
         assert_eq!(index.row(i64::MIN), None);
         assert_eq!(index.row(100), None);
+    }
+
+    #[test]
+    fn tiled_equals_direct() {
+        // 3000 templates x 1024-d = 12 MB > cache budget -> tiled path
+        let (t, d) = (3000usize, 1024usize);
+        assert!(block_rows(t, d).is_some());
+        let feats: Vec<f32> = (0..t * d)
+            .map(|i| (((i * 7919) % 1009) as f32 / 1009.0) - 0.5)
+            .collect();
+        let ids: Vec<i64> = (0..t as i64).map(|i| i * 3 + 1).collect();
+        let p1: Vec<i64> = (0..50_000).map(|i| ids[(i * 37) % t]).collect();
+        let p2: Vec<i64> = (0..50_000).map(|i| ids[(i * 101 + 7) % t]).collect();
+        let tiled = score_pairs(&feats, &ids, d, &p1, &p2).unwrap();
+        let index = IdIndex::new(&ids);
+        for i in 0..p1.len() {
+            let a = index.row(p1[i]).unwrap();
+            let b = index.row(p2[i]).unwrap();
+            assert_eq!(
+                tiled[i],
+                dot(&feats[a * d..(a + 1) * d], &feats[b * d..(b + 1) * d])
+            );
+        }
+        let mut bad = p2.clone();
+        bad[40_000] = 2;
+        bad[45_000] = 5;
+        let err = score_pairs(&feats, &ids, d, &p1, &bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown template id 2 in p2 (pair 40000)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn simd_paths_equal_portable_bit_for_bit() {
+        for n in [0usize, 1, 5, 31, 32, 33, 100, 512, 515] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.1).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() / 1.7).collect();
+            let p = dot_portable(&a, &b);
+            assert_eq!(dot(&a, &b).to_bits(), p.to_bits(), "n={n}");
+            #[cfg(target_arch = "x86_64")]
+            assert_eq!(dot_sse(&a, &b).to_bits(), p.to_bits(), "n={n}");
+        }
     }
 
     #[test]
