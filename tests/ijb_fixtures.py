@@ -34,14 +34,14 @@ ARCFACE_TEMPLATE = np.array(
 
 __all__ = [
     "ARCFACE_TEMPLATE",
-    "face_image",
     "aligned_face_image",
     "encode_jpeg",
-    "write_ijb",
-    "write_bin",
-    "py2_pickle_bytes",
-    "write_pair_list",
+    "face_image",
     "format_int_rows",
+    "py2_pickle_bytes",
+    "write_bin",
+    "write_ijb",
+    "write_pair_list",
 ]
 
 
@@ -72,12 +72,12 @@ def face_image(
     cv2.ellipse(img, (int(center[0]), int(center[1])), axes, angle, 0, 360, skin, -1)
     r = max(int(eye_dist * 0.12), 1)
     for p in lm[:2]:
-        cv2.circle(img, (int(round(p[0])), int(round(p[1]))), r, (30, 20, 10), -1)
-    cv2.circle(img, (int(round(lm[2, 0])), int(round(lm[2, 1]))), r, (60, 60, 120), -1)
+        cv2.circle(img, (round(p[0]), round(p[1])), r, (30, 20, 10), -1)
+    cv2.circle(img, (round(lm[2, 0]), round(lm[2, 1])), r, (60, 60, 120), -1)
     cv2.line(
         img,
-        (int(round(lm[3, 0])), int(round(lm[3, 1]))),
-        (int(round(lm[4, 0])), int(round(lm[4, 1]))),
+        (round(lm[3, 0]), round(lm[3, 1])),
+        (round(lm[4, 0]), round(lm[4, 1])),
         (40, 30, 150),
         max(r // 2, 1),
     )
@@ -399,11 +399,24 @@ def write_bin(
         )
         data = pickle.dumps((blobs, issame), protocol=protocol)
     Path(path).write_bytes(data)
-    decoded = np.stack(
-        [cv2.cvtColor(cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-         for j in jpegs]
-    ) if jpegs else np.empty((0, size, size, 3), np.uint8)
-    return {"images": decoded, "issame": np.array(issame, dtype=bool), "jpegs": jpegs, "path": Path(path)}
+    decoded = (
+        np.stack(
+            [
+                cv2.cvtColor(
+                    cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+                )
+                for j in jpegs
+            ]
+        )
+        if jpegs
+        else np.empty((0, size, size, 3), np.uint8)
+    )
+    return {
+        "images": decoded,
+        "issame": np.array(issame, dtype=bool),
+        "jpegs": jpegs,
+        "path": Path(path),
+    }
 
 
 def write_pair_list(
@@ -427,7 +440,7 @@ def write_pair_list(
             img = aligned_face_image(rng, size)
             rel = f"imgs/{tag}_{i}{ext}"
             if ext == ".png":
-                ok, buf = cv2.imencode(".png", img)
+                _ok, buf = cv2.imencode(".png", img)
                 (folder / rel).write_bytes(buf.tobytes())
             else:
                 (folder / rel).write_bytes(encode_jpeg(img))

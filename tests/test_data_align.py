@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
 from vitfree.data.align import ARCFACE_TEMPLATE, align_face, estimate_similarity
 
 TEMPLATE = np.array(

@@ -8,8 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from ijb_fixtures import aligned_face_image, encode_jpeg, py2_pickle_bytes, write_bin, write_pair_list
+from ijb_fixtures import (
+    aligned_face_image,
+    encode_jpeg,
+    py2_pickle_bytes,
+    write_bin,
+    write_pair_list,
+)
 from vitfree.data import BinFormatError, decode_images, load_bin, load_pair_list
 
 
@@ -120,7 +125,9 @@ def test_pair_list_errors(tmp_path: Path) -> None:
     with pytest.raises(BinFormatError, match=r"pairs.txt:2: label must be 0 or 1, got 'yes'"):
         load_pair_list(lst)
     lst.write_text("imgs/a_0.jpg imgs/missing.jpg 1\n")
-    with pytest.raises(FileNotFoundError, match=r"image listed in .*pairs.txt not found: .*missing.jpg"):
+    with pytest.raises(
+        FileNotFoundError, match=r"image listed in .*pairs.txt not found: .*missing.jpg"
+    ):
         load_pair_list(lst)
     (tmp_path / "imgs" / "bad.jpg").write_bytes(b"nope")
     lst.write_text("imgs/a_0.jpg imgs/bad.jpg 1\n")

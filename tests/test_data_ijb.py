@@ -11,10 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import vitfree.data.ijb as ijb_mod
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import vitfree.data.ijb as ijb_mod
 from ijb_fixtures import format_int_rows, write_ijb
 from vitfree.data import (
     IJBCrops,
@@ -83,8 +82,10 @@ def test_ijbb_prefix_and_dataset_layout(tmp_path: Path) -> None:
     assert meta.dataset == "IJBB"
     lists = load_ijb_1n(tmp_path / "IJBB", dataset="ijbb")
     assert lists.gallery_names == ("S1", "S2")
-    for got, want in zip((lists.gallery1, lists.gallery2, lists.probes),
-                         (exp["gallery1"], exp["gallery2"], exp["probes"])):
+    for got, want in zip(
+        (lists.gallery1, lists.gallery2, lists.probes),
+        (exp["gallery1"], exp["gallery2"], exp["probes"]),
+    ):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
 
@@ -109,7 +110,9 @@ def test_row_count_and_name_mismatch(ijbc: dict[str, Any], tmp_path: Path) -> No
     lines = f5.read_text().splitlines()
     f5.write_text("\n".join(lines[:-1]) + "\n")
     n = len(lines)
-    with pytest.raises(IJBFormatError, match=f"has {n} rows but ijbc_name_5pts_score.txt has {n - 1}"):
+    with pytest.raises(
+        IJBFormatError, match=f"has {n} rows but ijbc_name_5pts_score.txt has {n - 1}"
+    ):
         load_ijb_meta(tmp_path)
     swapped = lines.copy()
     swapped[2], swapped[3] = swapped[3], swapped[2]
@@ -122,12 +125,14 @@ def test_row_count_and_name_mismatch(ijbc: dict[str, Any], tmp_path: Path) -> No
 def test_unknown_pair_template_is_named(ijbc: dict[str, Any], tmp_path: Path) -> None:
     ds = copy_dataset(ijbc, tmp_path)
     fp = ds / "meta" / "ijbc_template_pair_label.txt"
-    fp.write_text(fp.read_text() + "987654321 %d 0\n" % ijbc["p1"][0])
+    fp.write_text(fp.read_text() + f"987654321 {ijbc['p1'][0]} 0\n")
     with pytest.raises(IJBFormatError, match="1 template ids have no image.*987654321"):
         load_ijb_meta(tmp_path)
 
 
-def test_bad_labels_and_malformed_lines_name_file_and_line(ijbc: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_labels_and_malformed_lines_name_file_and_line(
+    ijbc: dict[str, Any], tmp_path: Path
+) -> None:
     ds = copy_dataset(ijbc, tmp_path)
     fp = ds / "meta" / "ijbc_template_pair_label.txt"
     good = fp.read_text().splitlines()
@@ -154,7 +159,9 @@ def test_bad_labels_and_malformed_lines_name_file_and_line(ijbc: dict[str, Any],
     lines = fl.read_text().splitlines()
     lines[4] = lines[4] + " abc"
     fl.write_text("\n".join(lines) + "\n")
-    with pytest.raises(IJBFormatError, match=r"ijbc_name_5pts_score.txt:5: 'abc' is not a valid number"):
+    with pytest.raises(
+        IJBFormatError, match=r"ijbc_name_5pts_score.txt:5: 'abc' is not a valid number"
+    ):
         load_ijb_meta(tmp_path)
     ft = ds / "meta" / "ijbc_face_tid_mid.txt"
     lines = ft.read_text().splitlines()
@@ -210,7 +217,9 @@ def test_pair_parser_matches_line_by_line_reference(
     assert p1.dtype == np.int64 and lab.dtype == np.int8
 
 
-def test_pair_parser_large_file_many_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pair_parser_large_file_many_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(0)
     n = 200_000
     cols = [rng.integers(1, 190000, n), rng.integers(1, 190000, n), rng.integers(0, 2, n)]
@@ -226,7 +235,9 @@ def test_pair_parser_large_file_many_chunks(tmp_path: Path, monkeypatch: pytest.
     lines = data.split(b"\n")
     lines[150_000] = b"1 2 3"
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(IJBFormatError, match=r"ijbc_template_pair_label.txt:150001: labels must be 0 or 1"):
+    with pytest.raises(
+        IJBFormatError, match=r"ijbc_template_pair_label.txt:150001: labels must be 0 or 1"
+    ):
         read_template_pair_label(path)
     lines[150_000] = b"1 2 q"
     path.write_bytes(b"\n".join(lines))
@@ -242,8 +253,10 @@ def test_pair_parser_large_file_many_chunks(tmp_path: Path, monkeypatch: pytest.
 def test_1n_lists_match_written(ijbc: dict[str, Any]) -> None:
     lists = load_ijb_1n(ijbc["root"])
     assert lists.gallery_names == ("G1", "G2")
-    for got, want in zip((lists.gallery1, lists.gallery2, lists.probes),
-                         (ijbc["gallery1"], ijbc["gallery2"], ijbc["probes"])):
+    for got, want in zip(
+        (lists.gallery1, lists.gallery2, lists.probes),
+        (ijbc["gallery1"], ijbc["gallery2"], ijbc["probes"]),
+    ):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
         assert got[0].dtype == np.int64 and got[1].dtype == np.int64
@@ -268,7 +281,9 @@ def test_1n_csv_dedup_order_extra_columns_and_errors(tmp_path: Path) -> None:
     with pytest.raises(IJBFormatError, match=r"probe.csv:3: expected at least 2"):
         read_1n_csv(p)
     p.write_text("TEMPLATE_ID,SUBJECT_ID\n5,abc\n")
-    with pytest.raises(IJBFormatError, match=r"probe.csv:2: template and subject ids must be integers"):
+    with pytest.raises(
+        IJBFormatError, match=r"probe.csv:2: template and subject ids must be integers"
+    ):
         read_1n_csv(p)
     p.write_text("")
     with pytest.raises(IJBFormatError, match="empty file"):
@@ -340,6 +355,8 @@ def test_crops_pickle_and_dataloader_workers(ijbc: dict[str, Any]) -> None:
     for img, flip, idx in loader:
         assert img.shape[1:] == (3, 112, 112)
         for j, row in enumerate(idx.tolist()):
-            np.testing.assert_array_equal(img[j].numpy(), expected_rgb(ijbc, row).transpose(2, 0, 1))
+            np.testing.assert_array_equal(
+                img[j].numpy(), expected_rgb(ijbc, row).transpose(2, 0, 1)
+            )
         seen += idx.tolist()
     assert seen == list(range(6))

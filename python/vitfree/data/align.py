@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ARCFACE_TEMPLATE", "ALIGNED_SIZE", "estimate_similarity", "align_face"]
+__all__ = ["ALIGNED_SIZE", "ARCFACE_TEMPLATE", "align_face", "estimate_similarity"]
 
 #: Side of the aligned face in pixels.
 ALIGNED_SIZE: int = 112
@@ -64,7 +64,9 @@ def estimate_similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[n
     src_a = _as_points("src", src)
     dst_a = _as_points("dst", dst)
     if src_a.shape != dst_a.shape:
-        raise ValueError(f"src and dst must have the same shape, got {src_a.shape} and {dst_a.shape}")
+        raise ValueError(
+            f"src and dst must have the same shape, got {src_a.shape} and {dst_a.shape}"
+        )
     n, dim = src_a.shape
     src_mean = src_a.mean(axis=0)
     dst_mean = dst_a.mean(axis=0)
@@ -126,7 +128,7 @@ def align_face(
         The aligned face, uint8, shape (size, size, 3), **RGB** order (converted after the
         warp). Pixels mapped from outside the image are 0.
     """
-    img = np.asarray(img_bgr)
+    img: np.ndarray = np.asarray(img_bgr)
     if img.dtype != np.uint8:
         raise TypeError(f"img_bgr must be uint8, got {img.dtype}")
     if img.ndim == 2:
@@ -141,4 +143,5 @@ def align_face(
     if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:, :2])) == 0.0:
         raise ValueError(f"degenerate landmarks (all points equal?): {lmk.tolist()}")
     warped = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
-    return cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
+    return rgb.astype(np.uint8, copy=False)

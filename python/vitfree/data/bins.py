@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from vitfree.data.align import ALIGNED_SIZE
 
-__all__ = ["PairSet", "BinFormatError", "load_bin", "load_pair_list", "decode_images"]
+__all__ = ["BinFormatError", "PairSet", "decode_images", "load_bin", "load_pair_list"]
 
 
 class BinFormatError(ValueError):
@@ -58,9 +58,7 @@ def _to_bytes(b: Any, index: int, source: str) -> bytes:
     if isinstance(b, str):
         # A Python-2 str pickled and loaded with encoding="latin1".
         return b.encode("latin1")
-    raise BinFormatError(
-        f"{source}: image {index} is a {type(b).__name__}, expected JPEG bytes"
-    )
+    raise BinFormatError(f"{source}: image {index} is a {type(b).__name__}, expected JPEG bytes")
 
 
 def decode_images(

@@ -38,18 +38,18 @@ from torch.utils.data import Dataset
 from vitfree.data.align import ALIGNED_SIZE, align_face
 
 __all__ = [
-    "IJBMeta",
     "IJB1N",
     "IJBCrops",
     "IJBFormatError",
-    "meta_paths",
+    "IJBMeta",
     "find_meta_dir",
+    "load_ijb_1n",
     "load_ijb_meta",
+    "meta_paths",
+    "read_1n_csv",
     "read_face_tid_mid",
     "read_name_5pts_score",
     "read_template_pair_label",
-    "read_1n_csv",
-    "load_ijb_1n",
 ]
 
 Dataset_ = Literal["IJBB", "IJBC"]
@@ -131,9 +131,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{what} not found: {path} (looked in {path.parent})"
-        ) from None
+        raise FileNotFoundError(f"{what} not found: {path} (looked in {path.parent})") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +198,8 @@ def _chunk_bounds(data: bytes, chunk_bytes: int) -> list[tuple[int, int]]:
 
 
 def _parse_numeric_table(
-    data: bytes, ncols: int, dtype: type[np.int64] | type[np.float64], path: Path
-) -> npt.NDArray[np.int64] | npt.NDArray[np.float64]:
+    data: bytes, ncols: int, dtype: type[np.int64 | np.float64], path: Path
+) -> np.ndarray:
     """Parse whitespace-separated numbers, ``ncols`` per non-blank line, column-major.
 
     Returns an array of shape (ncols, rows), so that each column is a contiguous row.
@@ -272,7 +270,7 @@ _NAME_RE = re.compile(rb"^[ \t]*(\S+)", re.MULTILINE)
 
 
 def _parse_named_table(
-    path: Path, what: str, ncols: int, dtype: type[np.int64] | type[np.float64]
+    path: Path, what: str, ncols: int, dtype: type[np.int64 | np.float64]
 ) -> tuple[npt.NDArray[np.str_], np.ndarray]:
     """Parse lines ``name v1 ... v{ncols-1}``: names (N,) str and values (ncols-1, N).
 
@@ -298,7 +296,7 @@ def _parse_named_table(
 
 
 def _named_line_error(
-    path: Path, data: bytes, ncols: int, dtype: type[np.int64] | type[np.float64]
+    path: Path, data: bytes, ncols: int, dtype: type[np.int64 | np.float64]
 ) -> None:
     """Raise for the first line of ``data`` that is not ``name`` + ``ncols - 1`` numbers."""
     kind = "integer" if dtype is np.int64 else "number"
@@ -713,7 +711,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"IJB image not found: {path} (meta row {row})")
             raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row})")
-        return align_face(img, self.landmarks[row])
+        return align_face(img.astype(np.uint8, copy=False), self.landmarks[row])
 
     def _to_tensor(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
         chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
@@ -721,9 +719,9 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
             return (chw.to(torch.float32) / 255.0 - 0.5) / 0.5
         return chw
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int] | tuple[
-        torch.Tensor, torch.Tensor, int, bool
-    ]:
+    def __getitem__(
+        self, i: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor, int, bool]:
         row = int(self.indices[i])
         ok = True
         try:
