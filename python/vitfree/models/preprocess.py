@@ -1,0 +1,61 @@
+"""Images -> model input: the insightface normalisation ``(x / 255 - 0.5) / 0.5``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["preprocess"]
+
+
+def preprocess(
+    images: Any,
+    *,
+    bgr: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """uint8 face crops -> normalised float batch for :class:`VisionTransformer`.
+
+    Args:
+        images: uint8 array or tensor, (H, W, 3) for one image or (B, H, W, 3), channels last,
+            RGB (or BGR with ``bgr=True``, as read by OpenCV); a list of (H, W, 3) is stacked.
+        bgr: The channels are BGR; they are reversed to RGB.
+        device: Device of the result (default: the input's, CPU for numpy).
+        dtype: Floating dtype of the result.
+
+    Returns:
+        (B, 3, H, W) tensor with values ``(x / 255 - 0.5) / 0.5`` in [-1, 1], computed in
+        float32 in that order, as the reference evaluation scripts do.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("preprocess got an empty list of images")
+        images = np.stack(
+            [np.asarray(i) if not isinstance(i, Tensor) else i.cpu().numpy() for i in images]
+        )
+    if isinstance(images, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(images))
+    elif isinstance(images, Tensor):
+        t = images
+    else:
+        raise TypeError(f"expected a uint8 numpy array or tensor, got {type(images).__name__}")
+    if t.dtype != torch.uint8:
+        raise TypeError(
+            f"expected uint8 images (0..255), got dtype {t.dtype}; float inputs are ambiguous "
+            f"(0..1 or 0..255?), convert to uint8 or normalise as (x / 255 - 0.5) / 0.5 yourself"
+        )
+    if t.dim() == 3:
+        t = t.unsqueeze(0)
+    if t.dim() != 4 or t.shape[-1] != 3:
+        raise ValueError(
+            f"expected channels-last images (H, W, 3) or (B, H, W, 3), got shape {tuple(t.shape)}"
+        )
+    if bgr:
+        t = t.flip(-1)
+    x = t.to(device=device if device is not None else t.device).permute(0, 3, 1, 2)
+    x = x.to(torch.float32).div(255.0).sub(0.5).div(0.5)
+    return x.to(dtype).contiguous()
