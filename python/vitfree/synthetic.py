@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["IJBC_SIZES", "IJBB_SIZES", "SyntheticIJB", "ijb_features", "write_ijb_meta"]
+__all__ = ["IJBB_SIZES", "IJBC_SIZES", "SyntheticIJB", "ijb_1n_split", "ijb_features", "write_ijb_meta"]
 
 #: Sizes of IJB-C and IJB-B 1:1 (images, templates, pairs, genuine pairs, subjects).
 IJBC_SIZES = dict(images=469_375, templates=23_124, pairs=15_658_489, genuine=19_557, subjects=3_531)
@@ -35,7 +35,6 @@ class SyntheticIJB:
         flip_feats: (N, D) float32 embeddings of the flipped images, or None.
         faceness: (N,) float32 detector scores.
         templates, medias: (N,) int64 ids.
-        names: (N,) image file names (``<i>.jpg``), as in ``ijbc_face_tid_mid.txt``.
         p1, p2: (P,) int64 template ids; labels: (P,) int8 1 genuine / 0 impostor.
         template_subjects: {template id: subject id}.
     """
@@ -50,9 +49,6 @@ class SyntheticIJB:
     labels: npt.NDArray[np.int8]
     template_subjects: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def names(self) -> list[str]:
-        return [f"{i}.jpg" for i in range(self.feats.shape[0])]
 
 
 def _counts(rng: np.random.Generator, total: int, bins: int, sigma: float) -> np.ndarray:
@@ -157,25 +153,77 @@ def ijb_features(
     )
 
 
-def write_ijb_meta(data: SyntheticIJB, root: str | os.PathLike[str], dataset: str = "IJBC") -> Path:
-    """Write the meta files of ``data`` in the official layout under ``root/<dataset>/meta``.
+def _int_columns_bytes(columns: list[np.ndarray], sep: int = ord(" ")) -> bytes:
+    """Non-negative integer columns as text lines (vectorised; the pair file has 15.7M rows)."""
+    n = len(columns[0])
+    parts, masks = [], []
+    for j, col in enumerate(columns):
+        col = np.asarray(col, dtype=np.int64)
+        if col.size and col.min() < 0:
+            raise ValueError("only non-negative integers are supported")
+        width = len(str(int(col.max()))) if col.size else 1
+        digits = np.empty((n, width), np.uint8)
+        x = col.copy()
+        for d in range(width - 1, -1, -1):
+            digits[:, d] = 48 + x % 10
+            x //= 10
+        ndig = np.ones(n, np.int64)
+        for d in range(1, width):
+            ndig += col >= 10**d
+        parts.append(digits)
+        masks.append(np.arange(width)[None, :] >= (width - ndig)[:, None])
+        parts.append(np.full((n, 1), sep if j < len(columns) - 1 else ord("\n"), np.uint8))
+        masks.append(np.ones((n, 1), bool))
+    return np.concatenate(parts, 1)[np.concatenate(masks, 1)].tobytes()
 
-    Writes ``<p>_face_tid_mid.txt``, ``<p>_template_pair_label.txt`` and
+
+def ijb_1n_split(
+    data: SyntheticIJB,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """An IJB-style 1:N split: each subject's first template is its gallery template (even
+    subjects in G1, odd in G2); all other templates are probes. Returns (G1, G2, probes) as
+    (template_ids, subject_ids) pairs."""
+    tids = np.array(sorted(data.template_subjects), dtype=np.int64)
+    subj = np.array([data.template_subjects[int(t)] for t in tids], dtype=np.int64)
+    _, first = np.unique(subj, return_index=True)
+    is_gallery = np.zeros(tids.size, bool)
+    is_gallery[first] = True
+    g1 = is_gallery & (subj % 2 == 0)
+    g2 = is_gallery & (subj % 2 == 1)
+    return (tids[g1], subj[g1]), (tids[g2], subj[g2]), (tids[~is_gallery], subj[~is_gallery])
+
+
+def write_ijb_meta(data: SyntheticIJB, root: str | os.PathLike[str], dataset: str = "IJBC") -> Path:
+    """Write ``data`` in the official layout under ``root/<dataset>/meta``.
+
+    Writes ``<p>_face_tid_mid.txt``, ``<p>_template_pair_label.txt``,
     ``<p>_name_5pts_score.txt`` (landmarks of a centred face; the detector score from
-    ``data.faceness``), where ``p`` is ``ijbc`` or ``ijbb``. Returns the meta folder.
+    ``data.faceness``) and the 1:N csvs of :func:`ijb_1n_split`, where ``p`` is ``ijbc`` or
+    ``ijbb``. Returns the meta folder.
     """
     prefix = dataset.lower()
     meta = Path(root) / dataset.upper() / "meta"
     meta.mkdir(parents=True, exist_ok=True)
     n = data.feats.shape[0]
-    names = np.char.add(np.arange(n).astype(str), ".jpg")
-    rows = np.column_stack([names, data.templates.astype(str), data.medias.astype(str)])
-    np.savetxt(meta / f"{prefix}_face_tid_mid.txt", rows, fmt="%s")
-    pairs = np.column_stack([data.p1, data.p2, data.labels.astype(np.int64)])
-    np.savetxt(meta / f"{prefix}_template_pair_label.txt", pairs, fmt="%d")
+    idx = np.arange(1, n + 1)
+    tid_mid = _int_columns_bytes([idx, data.templates, data.medias])
+    # "<i> <t> <m>" -> "<i>.jpg <t> <m>": insert ".jpg" after the first field of each line
+    lines = tid_mid.split(b"\n")[:-1]
+    (meta / f"{prefix}_face_tid_mid.txt").write_bytes(
+        b"".join(line.replace(b" ", b".jpg ", 1) + b"\n" for line in lines)
+    )
+    (meta / f"{prefix}_template_pair_label.txt").write_bytes(
+        _int_columns_bytes([data.p1, data.p2, data.labels])
+    )
     pts = np.array([38.29, 51.69, 73.53, 51.50, 56.02, 71.73, 41.54, 92.36, 70.72, 92.20]) * 1.6
-    lm = np.repeat(pts[None, :], n, 0).round(2).astype(str)
-    score_col = np.char.mod("%.4f", data.faceness.astype(np.float64))
-    rows = np.column_stack([names, lm, score_col])
-    np.savetxt(meta / f"{prefix}_name_5pts_score.txt", rows, fmt="%s")
+    landmarks = " ".join(f"{v:.2f}" for v in pts)
+    (meta / f"{prefix}_name_5pts_score.txt").write_text(
+        "".join(f"{i}.jpg {landmarks} {f:.4f}\n" for i, f in zip(idx.tolist(), data.faceness.tolist()))
+    )
+    g1, g2, probes = ijb_1n_split(data)
+    names = ("G1", "G2") if dataset.upper() == "IJBC" else ("S1", "S2")
+    for name, (t, sj) in zip((*names, "probe_mixed"), (g1, g2, probes)):
+        fname = f"{prefix}_1N_{'gallery_' + name if name != 'probe_mixed' else name}.csv"
+        rows = "".join(f"{a},{b},synthetic\n" for a, b in zip(t.tolist(), sj.tolist()))
+        (meta / fname).write_text("TEMPLATE_ID,SUBJECT_ID,FILENAME\n" + rows)
     return meta

@@ -1,0 +1,7 @@
+"""``python -m vitfree`` = the ``vitfree`` command."""
+
+import sys
+
+from vitfree.cli import main
+
+sys.exit(main())

@@ -1,0 +1,140 @@
+"""Per-exit reports: the table on stdout, ``results.json``, ``results.csv`` and PNG plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vitfree.evaluate import ExitResult
+from vitfree.ijb import format_far
+
+__all__ = ["format_ijb_table", "ijb_rows", "plot_ijb", "save_ijb"]
+
+
+def _cost_cols(cost: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "gflops" in cost:
+        out["GFLOPs"] = round(float(cost["gflops"]), 3)
+    if "flop_ratio" in cost:
+        out["rel. FLOPs"] = round(float(cost["flop_ratio"]), 3)
+    if "speedup" in cost:
+        out["speed-up"] = round(float(cost["speedup"]), 2)
+    return out
+
+
+def ijb_rows(results: Sequence[ExitResult]) -> list[dict[str, Any]]:
+    """One flat dict per exit: TAR@FAR in percent (community rule), AUC, 1:N, cost."""
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"exit": r.label}
+        v = r.verification
+        for far, tar in zip(v.fars, v.nearest.tar):
+            row[f"TAR@{format_far(far)}"] = round(float(tar) * 100, 2)
+        row["AUC"] = round(v.auc * 100, 3)
+        if r.identification is not None:
+            ident = r.identification
+            for k, val in ident.rank.items():
+                row[f"rank-{k}"] = round(float(val) * 100, 2)
+            for f, t in zip(ident.fpirs, ident.tpir):
+                row[f"TPIR@{format_far(f)}"] = round(float(t) * 100, 2)
+        row.update(_cost_cols(r.cost))
+        rows.append(row)
+    return rows
+
+
+def format_ijb_table(results: Sequence[ExitResult], title: str = "") -> str:
+    """A fixed-width table of :func:`ijb_rows` (percent, two decimals)."""
+    rows = ijb_rows(results)
+    if not rows:
+        return "(no results)"
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    width = {c: max(len(c), *(len(_fmt(row.get(c, ""))) for row in rows)) for c in cols}
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("  ".join(c.rjust(width[c]) if c != "exit" else c.ljust(width[c]) for c in cols))
+    for row in rows:
+        lines.append(
+            "  ".join(
+                _fmt(row.get(c, "")).rjust(width[c]) if c != "exit" else _fmt(row[c]).ljust(width[c])
+                for c in cols
+            )
+        )
+    lines.append("TAR: nearest-FPR rule (insightface); results.json also has the strict FPR<=FAR rule.")
+    return "\n".join(lines)
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.2f}"
+    return str(x)
+
+
+def save_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
+    """Write ``results.json`` (everything, both TAR rules) and ``results.csv`` (the table)."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    js = folder / "results.json"
+    js.write_text(json.dumps({"info": info, "exits": [r.as_dict() for r in results]}, indent=2))
+    rows = ijb_rows(results)
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    cs = folder / "results.csv"
+    with cs.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    return [js, cs]
+
+
+def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: str = "") -> list[Path]:
+    """``roc.png`` (ROC of every exit, log FAR axis) and ``accuracy_vs_cost.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for r in results:
+        roc = r.verification.roc
+        # a few thousand points on a log grid are enough to draw millions
+        idx = np.unique(np.searchsorted(roc.fpr, np.logspace(-7, 0, 3000), side="right") - 1)
+        idx = idx[roc.fpr[idx] > 0]
+        ax.step(roc.fpr[idx], roc.tpr[idx] * 100, where="post", label=r.label)
+    ax.set_xscale("log")
+    ax.set_xlim(1e-6, 1)
+    ax.set_xlabel("FAR")
+    ax.set_ylabel("TAR (%)")
+    ax.set_title(f"ROC {title}".strip(), fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(folder / "roc.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    far_idx = int(np.argmin(np.abs(np.log10(results[0].verification.fars) + 4))) if results else 0
+    far = results[0].verification.fars[far_idx] if results else 1e-4
+    have_cost = all("flop_ratio" in r.cost for r in results)
+    xs = [float(r.cost["flop_ratio"]) if have_cost else (r.exit or i + 1) for i, r in enumerate(results)]
+    ys = [float(r.verification.nearest.tar[far_idx]) * 100 for r in results]
+    ax.plot(xs, ys, "o-")
+    for x, y, r in zip(xs, ys, results):
+        ax.annotate(r.label, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set_xlabel("relative FLOPs (full model = 1)" if have_cost else "exit (block)")
+    ax.set_ylabel(f"TAR@FAR={format_far(far)} (%)")
+    ax.set_title(f"Accuracy against cost {title}".strip(), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    paths.append(folder / "accuracy_vs_cost.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
