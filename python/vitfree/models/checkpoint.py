@@ -320,7 +320,15 @@ def load(
     problem = describe_mismatch(sd, model.state_dict())
     if problem:
         label = name or "the inferred architecture"
-        raise CheckpointError(f"{path} does not fit {label} ({cfg.describe()}):\n{problem}")
+        hint = ""
+        if arch is not None:
+            try:
+                found_cfg, found = infer_config(sd)
+                hint = f"\n  the file looks like {found or 'a ViT'} ({found_cfg.describe()}); "
+                hint += "pass arch=None to infer it"
+            except CheckpointError:
+                pass
+        raise CheckpointError(f"{path} does not fit {label} ({cfg.describe()}):\n{problem}{hint}")
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     model.arch = name

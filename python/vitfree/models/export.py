@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Union
 
@@ -67,7 +68,11 @@ def export_torchscript(model: VisionTransformer, path: PathLike) -> torch.jit.Sc
     was_training = model.training
     model.eval()
     try:
-        scripted = torch.jit.script(model)
+        with warnings.catch_warnings():
+            # TorchScript is deprecated upstream in favour of torch.export, but it is still
+            # what many deployment runtimes (LibTorch, older serving stacks) load.
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.script(model)
     finally:
         model.train(was_training)
     scripted.save(str(path))
