@@ -476,12 +476,14 @@ def ijb_identification(
             f"galleries {gallery_names[0]} and {gallery_names[1]} share {shared.size} subjects "
             f"(e.g. {shared[:10].tolist()}); IJB galleries are disjoint"
         )
-    p_rows = _rows_of("probe", p_ids, sorted_ids, order)
+    probe_feats = feats[_rows_of("probe", p_ids, sorted_ids, order)]
+    gallery_rows = [
+        _rows_of(name, ids, sorted_ids, order) for name, (ids, _) in zip(gallery_names, g)
+    ]
     results: dict[str, IdentificationResult] = {}
-    for name, (ids, subj) in zip(gallery_names, g):
-        rows = _rows_of(name, ids, sorted_ids, order)
+    for name, rows, (_, subj) in zip(gallery_names, gallery_rows, g):
         results[name] = identification(
-            feats[p_rows], p_subj, feats[rows], subj, fpirs, ranks, search=search
+            probe_feats, p_subj, feats[rows], subj, fpirs, ranks, search=search
         )
     r1, r2 = results[gallery_names[0]], results[gallery_names[1]]
     n_probes = int(p_ids.shape[0])
