@@ -164,16 +164,15 @@ fn roc_generic<'py, S: Score + numpy::Element>(
     labels: PyReadonlyArray1<'py, u8>,
     scores: PyReadonlyArray1<'py, S>,
     drop_intermediate: bool,
-    inf: S,
 ) -> PyResult<RocOut<'py, S>> {
     let l = slice(&labels, "labels")?;
     let s = slice(&scores, "scores")?;
     let roc = run(py, || roc::roc_curve(l, s, drop_intermediate))?;
-    let thresholds: Vec<S> = roc.thresholds.iter().map(|t| t.unwrap_or(inf)).collect();
+    let (fpr, tpr) = (roc.fpr(), roc.tpr());
     Ok((
-        roc.fpr().into_pyarray(py),
-        roc.tpr().into_pyarray(py),
-        thresholds.into_pyarray(py),
+        fpr.into_pyarray(py),
+        tpr.into_pyarray(py),
+        roc.thresholds.into_pyarray(py),
         roc.fps.into_pyarray(py),
         roc.tps.into_pyarray(py),
     ))
@@ -187,7 +186,7 @@ fn roc_curve_f32<'py>(
     scores: PyReadonlyArray1<'py, f32>,
     drop_intermediate: bool,
 ) -> PyResult<RocOut<'py, f32>> {
-    roc_generic(py, labels, scores, drop_intermediate, f32::INFINITY)
+    roc_generic(py, labels, scores, drop_intermediate)
 }
 
 #[pyfunction]
@@ -198,7 +197,7 @@ fn roc_curve_f64<'py>(
     scores: PyReadonlyArray1<'py, f64>,
     drop_intermediate: bool,
 ) -> PyResult<RocOut<'py, f64>> {
-    roc_generic(py, labels, scores, drop_intermediate, f64::INFINITY)
+    roc_generic(py, labels, scores, drop_intermediate)
 }
 
 #[pyfunction]

@@ -4,15 +4,19 @@
 //! cumulative genuine (tps) and impostor (fps) counts, optionally drops points collinear with
 //! their neighbours (`drop_intermediate`: the second difference of both fps and tps is zero),
 //! then prepends (0, 0, +inf). We compute the same integer counts without sorting the pairs
-//! jointly: genuine and impostor scores are radix-sorted separately (in parallel chunks) and
-//! merged by a k-way walk over distinct values, dropping intermediate points as they stream by.
+//! jointly: impostor scores (the bulk) are scattered into 2048 buckets by the top bits of an
+//! order-preserving integer key, each bucket is radix-sorted in cache, in parallel; genuine
+//! scores are sorted apart; one walk over both emits sklearn's points, dropping intermediate
+//! ones as they stream by.
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::pool;
 
-/// Scores are radix-sorted in chunks of this many values, in parallel, then merged.
-const SORT_CHUNK: usize = 1 << 22;
+/// Scores are validated and bucketed in blocks of this many values, in parallel.
+const BLOCK: usize = 1 << 20;
+/// Bits of the key that choose the bucket (the most significant ones).
+const TOP_BITS: u32 = 11;
 
 /// A score type: maps to an unsigned key whose order is the float order.
 pub trait Score: Copy + Send + Sync + PartialOrd + 'static {
@@ -21,11 +25,17 @@ pub trait Score: Copy + Send + Sync + PartialOrd + 'static {
     fn key(self) -> Option<Self::Key>;
     fn from_key(key: Self::Key) -> Self;
     fn to_f64(self) -> f64;
+    fn infinity() -> Self;
 }
 
 pub trait RadixKey: Copy + Send + Sync + Ord + Default + 'static {
     const BITS: u32;
     fn digit(self, shift: u32) -> usize;
+    /// The bucket of the key: its [`TOP_BITS`] most significant bits.
+    #[inline(always)]
+    fn top(self) -> usize {
+        self.digit(Self::BITS - TOP_BITS)
+    }
 }
 
 impl RadixKey for u32 {
@@ -67,6 +77,9 @@ impl Score for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn infinity() -> f32 {
+        f32::INFINITY
+    }
 }
 impl Score for f64 {
     type Key = u64;
@@ -92,20 +105,35 @@ impl Score for f64 {
     fn to_f64(self) -> f64 {
         self
     }
+    fn infinity() -> f64 {
+        f64::INFINITY
+    }
 }
 
 /// LSD radix sort with 11-bit digits; passes where every key shares the digit are skipped.
-pub fn radix_sort<K: RadixKey>(keys: &mut Vec<K>) {
+pub fn radix_sort<K: RadixKey>(keys: &mut [K]) {
+    let mut buf = vec![K::default(); keys.len()];
+    radix_sort_low(keys, &mut buf, K::BITS);
+}
+
+/// LSD radix sort of `keys` by their `bits` least significant bits (the others being equal),
+/// using `buf` (same length) as scratch; the result ends in `keys`.
+fn radix_sort_low<K: RadixKey>(keys: &mut [K], buf: &mut [K], bits: u32) {
     let n = keys.len();
     if n < 256 {
         keys.sort_unstable();
         return;
     }
-    let mut buf = vec![K::default(); n];
+    let mut in_keys = true; // where the current data lives
     let mut shift = 0;
-    while shift < K::BITS {
+    while shift < bits {
+        let (src, dst): (&mut [K], &mut [K]) = if in_keys {
+            (&mut *keys, &mut *buf)
+        } else {
+            (&mut *buf, &mut *keys)
+        };
         let mut counts = vec![0usize; 2048];
-        for &k in keys.iter() {
+        for &k in src.iter() {
             counts[k.digit(shift)] += 1;
         }
         if counts.contains(&n) {
@@ -118,21 +146,17 @@ pub fn radix_sort<K: RadixKey>(keys: &mut Vec<K>) {
             *c = sum;
             sum += here;
         }
-        for &k in keys.iter() {
+        for &k in src.iter() {
             let d = k.digit(shift);
-            buf[counts[d]] = k;
+            dst[counts[d]] = k;
             counts[d] += 1;
         }
-        std::mem::swap(keys, &mut buf);
+        in_keys = !in_keys;
         shift += 11;
     }
-}
-
-/// Sorted runs of keys (ascending), one per chunk of the input.
-fn sorted_runs<K: RadixKey>(keys: Vec<K>) -> Vec<Vec<K>> {
-    let mut runs: Vec<Vec<K>> = keys.chunks(SORT_CHUNK).map(|c| c.to_vec()).collect();
-    runs.par_iter_mut().for_each(radix_sort);
-    runs
+    if !in_keys {
+        keys.copy_from_slice(buf);
+    }
 }
 
 /// The ROC in sklearn's representation: counts and thresholds, first point (0, 0, +inf).
@@ -140,8 +164,8 @@ fn sorted_runs<K: RadixKey>(keys: Vec<K>) -> Vec<Vec<K>> {
 pub struct Roc<S> {
     pub fps: Vec<u64>,
     pub tps: Vec<u64>,
-    /// thresholds[0] is None (sklearn's +inf)
-    pub thresholds: Vec<Option<S>>,
+    /// decreasing; thresholds[0] is +inf
+    pub thresholds: Vec<S>,
     pub n_pos: u64,
     pub n_neg: u64,
 }
@@ -161,73 +185,87 @@ impl<S: Score> Roc<S> {
     }
 }
 
-/// Streams raw ROC points and keeps those sklearn keeps.
-struct Emitter<K> {
-    drop_intermediate: bool,
-    fps: Vec<u64>,
-    tps: Vec<u64>,
-    keys: Vec<K>,
-    /// raw points seen so far
-    seen: usize,
-    /// the last raw point, not yet decided
-    pending: Option<(u64, u64, K)>,
-    /// the raw point before `pending`
-    before: (u64, u64),
-}
+/// A raw ROC point: cumulative impostor and genuine counts at a distinct score key.
+type Point<K> = (u64, u64, K);
 
-impl<K: Copy> Emitter<K> {
-    fn push(&mut self, fp: u64, tp: u64, key: K) {
-        if let Some((pf, pt, pk)) = self.pending {
-            // `pending` is raw point seen-1; it is interior iff seen-1 >= 1.
-            let interior = self.seen >= 2;
-            let keep = !self.drop_intermediate
-                || !interior
-                || (self.before.0 as i128 - 2 * pf as i128 + fp as i128) != 0
-                || (self.before.1 as i128 - 2 * pt as i128 + tp as i128) != 0;
-            if keep {
-                self.fps.push(pf);
-                self.tps.push(pt);
-                self.keys.push(pk);
+/// Raw points of one key range, walking down from its largest key; `fp`/`tp` are the counts
+/// of all keys above the range. `pos` and `neg` are sorted ascending.
+fn walk<K: RadixKey>(pos: &[K], neg: &[K], mut fp: u64, mut tp: u64) -> Vec<Point<K>> {
+    let mut out = Vec::with_capacity(neg.len() / 2 + pos.len());
+    let (mut i, mut j) = (pos.len(), neg.len());
+    while j > 0 {
+        let key = neg[j - 1];
+        // genuine keys above this impostor key, one point per distinct key
+        while i > 0 && pos[i - 1] > key {
+            let k = pos[i - 1];
+            while i > 0 && pos[i - 1] == k {
+                i -= 1;
+                tp += 1;
             }
-            self.before = (pf, pt);
+            out.push((fp, tp, k));
         }
-        self.pending = Some((fp, tp, key));
-        self.seen += 1;
-    }
-    fn finish(&mut self) {
-        if let Some((pf, pt, pk)) = self.pending.take() {
-            self.fps.push(pf);
-            self.tps.push(pt);
-            self.keys.push(pk);
+        let mut run = 1;
+        while run < j && neg[j - 1 - run] == key {
+            run += 1;
         }
+        j -= run;
+        fp += run as u64;
+        while i > 0 && pos[i - 1] == key {
+            i -= 1;
+            tp += 1;
+        }
+        out.push((fp, tp, key));
     }
+    while i > 0 {
+        let k = pos[i - 1];
+        while i > 0 && pos[i - 1] == k {
+            i -= 1;
+            tp += 1;
+        }
+        out.push((fp, tp, k));
+    }
+    out
 }
 
-/// Pops every key equal to the maximum remaining key of `runs` (ends mark the unconsumed part).
-#[inline]
-fn max_head<K: RadixKey>(runs: &[Vec<K>], ends: &[usize]) -> Option<K> {
-    let mut best: Option<K> = None;
-    for (run, &end) in runs.iter().zip(ends) {
-        if end > 0 {
-            let k = run[end - 1];
-            if best.is_none_or(|b| k > b) {
-                best = Some(k);
+/// sklearn's `drop_intermediate` over the concatenation of `parts` (without concatenating):
+/// keep the first and last points and every point where the slope changes (second difference
+/// of fps or tps non-zero). With two points or fewer, all are ends.
+fn drop_intermediate_parts<K: RadixKey>(parts: &[Vec<Point<K>>]) -> Vec<Vec<Point<K>>> {
+    let parts: Vec<&Vec<Point<K>>> = parts.iter().filter(|p| !p.is_empty()).collect();
+    let n = parts.len();
+    (0..n)
+        .into_par_iter()
+        .map(|p| {
+            let part = parts[p];
+            let before = if p > 0 {
+                parts[p - 1].last().copied()
+            } else {
+                None
+            };
+            let after = if p + 1 < n {
+                parts[p + 1].first().copied()
+            } else {
+                None
+            };
+            let m = part.len();
+            let mut kept = Vec::with_capacity(m / 2 + 2);
+            for i in 0..m {
+                let prev = if i > 0 { Some(part[i - 1]) } else { before };
+                let next = if i + 1 < m { Some(part[i + 1]) } else { after };
+                let keep = match (prev, next) {
+                    (Some(a), Some(c)) => {
+                        let b = part[i];
+                        a.0 + c.0 != 2 * b.0 || a.1 + c.1 != 2 * b.1
+                    }
+                    _ => true, // the first or the last point of the whole curve
+                };
+                if keep {
+                    kept.push(part[i]);
+                }
             }
-        }
-    }
-    best
-}
-
-#[inline]
-fn pop_equal<K: RadixKey>(runs: &[Vec<K>], ends: &mut [usize], key: K) -> u64 {
-    let mut count = 0;
-    for (run, end) in runs.iter().zip(ends.iter_mut()) {
-        while *end > 0 && run[*end - 1] == key {
-            *end -= 1;
-            count += 1;
-        }
-    }
-    count
+            kept
+        })
+        .collect()
 }
 
 fn validate<S: Score>(labels: &[u8], scores: &[S]) -> Result<()> {
@@ -245,94 +283,169 @@ fn validate<S: Score>(labels: &[u8], scores: &[S]) -> Result<()> {
 }
 
 /// Split scores into genuine and impostor keys, rejecting NaN scores and labels other than 0/1.
-/// Genuine keys, impostor keys.
-type SplitKeys<K> = (Vec<K>, Vec<K>);
+/// A raw pointer shared by tasks that write disjoint elements of one buffer.
+#[derive(Clone, Copy)]
+struct SharedOut<T>(*mut T);
+// SAFETY: used only where every element is written by exactly one task (see call sites).
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
 
-fn split_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SplitKeys<S::Key>> {
-    const BLOCK: usize = 1 << 20;
-    let parts: Vec<Result<SplitKeys<S::Key>>> = labels
-        .par_chunks(BLOCK)
-        .zip(scores.par_chunks(BLOCK))
-        .enumerate()
-        .map(|(b, (ls, ss))| {
+impl<T> SharedOut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    #[inline(always)]
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+/// Genuine keys (sorted ascending), impostor keys (sorted ascending) and the start of each
+/// impostor bucket (2048 + 1 offsets).
+type SortedKeys<K> = (Vec<K>, Vec<K>, Vec<usize>);
+
+/// Validate labels and scores, and return the genuine and impostor keys, each sorted.
+fn sorted_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SortedKeys<S::Key>> {
+    const BUCKETS: usize = 1 << TOP_BITS;
+    let n = labels.len();
+    let n_blocks = n.div_ceil(BLOCK);
+    // pass 1: validate; genuine keys per block; impostor bucket histogram per block
+    // per block: genuine keys, impostor bucket histogram
+    type BlockOut<K> = Result<(Vec<K>, Vec<usize>)>;
+    let blocks: Vec<BlockOut<S::Key>> = (0..n_blocks)
+        .into_par_iter()
+        .map(|b| {
+            let range = b * BLOCK..((b + 1) * BLOCK).min(n);
             let mut pos = Vec::new();
-            let mut neg = Vec::with_capacity(ls.len());
-            for (i, (&l, &s)) in ls.iter().zip(ss).enumerate() {
-                let key = s
+            let mut hist = vec![0usize; BUCKETS];
+            for i in range {
+                let key = scores[i]
                     .key()
-                    .ok_or_else(|| Error::Value(format!("scores[{}] is NaN", b * BLOCK + i)))?;
-                match l {
-                    0 => neg.push(key),
+                    .ok_or_else(|| Error::Value(format!("scores[{i}] is NaN")))?;
+                match labels[i] {
+                    0 => hist[key.top()] += 1,
                     1 => pos.push(key),
                     other => {
                         return Err(Error::Value(format!(
-                            "labels[{}] is {other}; labels must be 0 (impostor) or 1 (genuine)",
-                            b * BLOCK + i
+                            "labels[{i}] is {other}; labels must be 0 (impostor) or 1 (genuine)"
                         )))
                     }
                 }
             }
-            Ok((pos, neg))
+            Ok((pos, hist))
         })
         .collect();
     let mut pos = Vec::new();
-    let mut neg = Vec::with_capacity(labels.len());
-    for part in parts {
-        let (p, n) = part?;
+    let mut cursors = Vec::with_capacity(n_blocks);
+    for block in blocks {
+        let (p, h) = block?;
         pos.extend_from_slice(&p);
-        neg.extend_from_slice(&n);
+        cursors.push(h);
     }
-    Ok((pos, neg))
+    // bucket-major, then block order: where each block starts writing in each bucket
+    let mut bucket_start = vec![0usize; BUCKETS + 1];
+    let mut at = 0usize;
+    for (t, start) in bucket_start.iter_mut().take(BUCKETS).enumerate() {
+        *start = at;
+        for h in cursors.iter_mut() {
+            let count = h[t];
+            h[t] = at;
+            at += count;
+        }
+    }
+    bucket_start[BUCKETS] = at;
+    // pass 2: scatter impostor keys into their buckets
+    let mut neg = vec![S::Key::default(); at];
+    let out = SharedOut(neg.as_mut_ptr());
+    cursors
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut cursor)| {
+            for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
+                if labels[i] == 0 {
+                    if let Some(key) = scores[i].key() {
+                        let t = key.top();
+                        // SAFETY: the (block, bucket) cursors cover disjoint ranges of `neg` sized
+                        // by exact counts from pass 1, so each slot is written once, in bounds.
+                        unsafe { *out.get().add(cursor[t]) = key };
+                        cursor[t] += 1;
+                    }
+                }
+            }
+        });
+    // pass 3: sort each bucket on the remaining bits, in cache, in parallel
+    let mut slices: Vec<&mut [S::Key]> = Vec::with_capacity(BUCKETS);
+    let mut rest: &mut [S::Key] = &mut neg;
+    for t in 0..BUCKETS {
+        let (head, tail) = rest.split_at_mut(bucket_start[t + 1] - bucket_start[t]);
+        if !head.is_empty() {
+            slices.push(head);
+        }
+        rest = tail;
+    }
+    slices.sort_by_key(|s| std::cmp::Reverse(s.len())); // big buckets first balance better
+    slices.into_par_iter().for_each(|bucket| {
+        let mut buf = vec![S::Key::default(); bucket.len()];
+        radix_sort_low(bucket, &mut buf, S::Key::BITS - TOP_BITS);
+    });
+    pos.par_sort_unstable();
+    Ok((pos, neg, bucket_start))
 }
 
 /// `sklearn.metrics.roc_curve(labels, scores, drop_intermediate=...)` for 0/1 labels.
 pub fn roc_curve<S: Score>(labels: &[u8], scores: &[S], drop_intermediate: bool) -> Result<Roc<S>> {
     validate(labels, scores)?;
     pool::install(|| {
-        let (pos, neg) = split_keys(labels, scores)?;
+        let (pos, neg, bucket_start) = sorted_keys(labels, scores)?;
         let (n_pos, n_neg) = (pos.len() as u64, neg.len() as u64);
         if n_pos == 0 || n_neg == 0 {
             return Err(Error::Value(format!(
                 "the ROC needs both classes, but labels has {n_pos} genuine (1) and {n_neg} impostor (0) entries"
             )));
         }
-        let (pos_runs, neg_runs) = rayon::join(|| sorted_runs(pos), || sorted_runs(neg));
-        let mut pos_ends: Vec<usize> = pos_runs.iter().map(Vec::len).collect();
-        let mut neg_ends: Vec<usize> = neg_runs.iter().map(Vec::len).collect();
-        let mut emit = Emitter {
-            drop_intermediate,
-            fps: Vec::new(),
-            tps: Vec::new(),
-            keys: Vec::new(),
-            seen: 0,
-            pending: None,
-            before: (0, 0),
-        };
-        let (mut tp, mut fp) = (0u64, 0u64);
-        loop {
-            let key = match (
-                max_head(&pos_runs, &pos_ends),
-                max_head(&neg_runs, &neg_ends),
-            ) {
-                (None, None) => break,
-                (Some(a), None) | (None, Some(a)) => a,
-                (Some(a), Some(b)) => a.max(b),
-            };
-            tp += pop_equal(&pos_runs, &mut pos_ends, key);
-            fp += pop_equal(&neg_runs, &mut neg_ends, key);
-            emit.push(fp, tp, key);
+        // Walk the buckets from the top key range down, in parallel: each starts from the
+        // counts above it. Genuine keys go with the bucket of their top bits.
+        let buckets = bucket_start.len() - 1;
+        let pos_start: Vec<usize> = (0..=buckets)
+            .map(|t| pos.partition_point(|k| k.top() < t))
+            .collect();
+        let mut above = vec![(0u64, 0u64); buckets + 1]; // (fp, tp) above bucket t
+        for t in (0..buckets).rev() {
+            let (fp, tp) = above[t + 1];
+            above[t] = (
+                fp + (bucket_start[t + 1] - bucket_start[t]) as u64,
+                tp + (pos_start[t + 1] - pos_start[t]) as u64,
+            );
         }
-        emit.finish();
-        // (sklearn drops points only when there are more than two: with two, none is interior.)
-        let mut fps = Vec::with_capacity(emit.fps.len() + 1);
-        let mut tps = Vec::with_capacity(emit.fps.len() + 1);
-        let mut thresholds = Vec::with_capacity(emit.fps.len() + 1);
+        let parts: Vec<Vec<Point<S::Key>>> = (0..buckets)
+            .into_par_iter()
+            .rev()
+            .map(|t| {
+                let (fp, tp) = above[t + 1];
+                walk(
+                    &pos[pos_start[t]..pos_start[t + 1]],
+                    &neg[bucket_start[t]..bucket_start[t + 1]],
+                    fp,
+                    tp,
+                )
+            })
+            .collect();
+        drop(neg);
+        let kept = if drop_intermediate {
+            drop_intermediate_parts(&parts)
+        } else {
+            parts
+        };
+        let total = kept.iter().map(Vec::len).sum::<usize>() + 1;
+        let mut fps = Vec::with_capacity(total);
+        let mut tps = Vec::with_capacity(total);
+        let mut thresholds = Vec::with_capacity(total);
         fps.push(0);
         tps.push(0);
-        thresholds.push(None);
-        fps.extend_from_slice(&emit.fps);
-        tps.extend_from_slice(&emit.tps);
-        thresholds.extend(emit.keys.iter().map(|&k| Some(S::from_key(k))));
+        thresholds.push(S::infinity());
+        for part in &kept {
+            fps.extend(part.iter().map(|p| p.0));
+            tps.extend(part.iter().map(|p| p.1));
+            thresholds.extend(part.iter().map(|p| S::from_key(p.2)));
+        }
         Ok(Roc {
             fps,
             tps,
@@ -388,15 +501,7 @@ mod tests {
         let roc = roc_curve(&labels, &scores, false).unwrap();
         assert_eq!(roc.tps, vec![0, 1, 1, 2, 3, 3, 3]);
         assert_eq!(roc.fps, vec![0, 0, 1, 1, 1, 2, 3]);
-        let thr: Vec<Option<f32>> = vec![
-            None,
-            Some(0.9),
-            Some(0.8),
-            Some(0.7),
-            Some(0.6),
-            Some(0.5),
-            Some(0.4),
-        ];
+        let thr = vec![f32::INFINITY, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4];
         assert_eq!(roc.thresholds, thr);
         // drop_intermediate: 0.7 lies between 0.8 and 0.6 on a vertical run, 0.5 on a horizontal one
         let roc = roc_curve(&labels, &scores, true).unwrap();

@@ -176,6 +176,14 @@ struct SharedOut<T>(*mut T);
 unsafe impl<T> Send for SharedOut<T> {}
 unsafe impl<T> Sync for SharedOut<T> {}
 
+impl<T> SharedOut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    #[inline(always)]
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 /// Template features above this size are scored tile by tile (they would not stay in cache).
 const CACHE_BYTES: usize = 8 << 20;
 /// Bytes of template features per tile side: two sides per core stay in the shared L3.
@@ -322,13 +330,12 @@ fn score_tiled(
         .into_par_iter()
         .enumerate()
         .for_each(|(c, mut cursor)| {
-            let ptr = order_ptr;
             for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
                 // ids were validated in pass 1
                 let t = tile_of(i).unwrap_or(0);
                 // SAFETY: the cursors of (chunk, tile) cover disjoint ranges of `order`, built from
                 // exact counts, so every slot is written by exactly one task, within bounds.
-                unsafe { *ptr.0.add(cursor[t] as usize) = i as u32 };
+                unsafe { *order_ptr.get().add(cursor[t] as usize) = i as u32 };
                 cursor[t] += 1;
             }
         });
@@ -344,7 +351,6 @@ fn score_tiled(
     }
     let out_ptr = SharedOut(out.as_mut_ptr());
     jobs.into_par_iter().for_each(|(s, e)| {
-        let ptr = out_ptr;
         for &i in &order[s..e] {
             let i = i as usize;
             let (a, b) = match (index.row(p1[i]), index.row(p2[i])) {
@@ -356,7 +362,7 @@ fn score_tiled(
                 &feats[b * dim..(b + 1) * dim],
             );
             // SAFETY: `order` is a permutation of 0..n, so each output slot is written once.
-            unsafe { *ptr.0.add(i) = v };
+            unsafe { *out_ptr.get().add(i) = v };
         }
     });
     Ok(())
