@@ -147,6 +147,51 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot2_avx(a: &[f32], b: &[f32], c: &[f32]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len()).min(c.len());
+    let m = n - n % LANES;
+    let (pa, pb, pc) = (a.as_ptr(), b.as_ptr(), c.as_ptr());
+    let mut s = [_mm256_setzero_ps(); 4];
+    let mut t = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < m {
+        for r in 0..4 {
+            let x = _mm256_loadu_ps(pa.add(i + 8 * r));
+            let y = _mm256_loadu_ps(pb.add(i + 8 * r));
+            let z = _mm256_loadu_ps(pc.add(i + 8 * r));
+            s[r] = _mm256_add_ps(s[r], _mm256_mul_ps(x, y));
+            t[r] = _mm256_add_ps(t[r], _mm256_mul_ps(x, z));
+        }
+        i += LANES;
+    }
+    let mut acc = [0f32; LANES];
+    let mut acc2 = [0f32; LANES];
+    for r in 0..4 {
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8 * r), s[r]);
+        _mm256_storeu_ps(acc2.as_mut_ptr().add(8 * r), t[r]);
+    }
+    (
+        finish(acc, &a[..n], &b[..n], m),
+        finish(acc2, &a[..n], &c[..n], m),
+    )
+}
+
+/// `(dot(a, b), dot(a, c))`, bit-identical to two [`dot`] calls, reading `a` once.
+#[inline]
+pub fn dot2(a: &[f32], b: &[f32], c: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") && b.len() == c.len() {
+            // SAFETY: AVX is available (checked above).
+            return unsafe { dot2_avx(a, b, c) };
+        }
+    }
+    (dot(a, b), dot(a, c))
+}
+
 #[inline(always)]
 fn score_chunk(
     feats: &[f32],
@@ -323,8 +368,9 @@ fn score_tiled(
         }
     }
     tile_start[n_tiles] = pos;
-    // pass 2: scatter pair indices into tile order
-    let mut order = vec![0u32; n];
+    // pass 2: scatter (pair index, row 1, row 2) into tile order, so that pass 3 reads
+    // sequentially instead of gathering ids and looking them up again
+    let mut order = vec![[0u32; 3]; n];
     let order_ptr = SharedOut(order.as_mut_ptr());
     hists
         .into_par_iter()
@@ -332,10 +378,14 @@ fn score_tiled(
         .for_each(|(c, mut cursor)| {
             for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
                 // ids were validated in pass 1
-                let t = tile_of(i).unwrap_or(0);
+                let a = index.row(p1[i]).unwrap_or(0);
+                let b = index.row(p2[i]).unwrap_or(0);
+                let t = (a >> shift) * nb + (b >> shift);
                 // SAFETY: the cursors of (chunk, tile) cover disjoint ranges of `order`, built from
                 // exact counts, so every slot is written by exactly one task, within bounds.
-                unsafe { *order_ptr.get().add(cursor[t] as usize) = i as u32 };
+                unsafe {
+                    *order_ptr.get().add(cursor[t] as usize) = [i as u32, a as u32, b as u32]
+                };
                 cursor[t] += 1;
             }
         });
@@ -351,18 +401,28 @@ fn score_tiled(
     }
     let out_ptr = SharedOut(out.as_mut_ptr());
     jobs.into_par_iter().for_each(|(s, e)| {
-        for &i in &order[s..e] {
-            let i = i as usize;
-            let (a, b) = match (index.row(p1[i]), index.row(p2[i])) {
-                (Some(a), Some(b)) => (a, b),
-                _ => continue, // unreachable: validated in pass 1
-            };
-            let v = dot(
-                &feats[a * dim..(a + 1) * dim],
-                &feats[b * dim..(b + 1) * dim],
-            );
-            // SAFETY: `order` is a permutation of 0..n, so each output slot is written once.
-            unsafe { *out_ptr.get().add(i) = v };
+        let entries = &order[s..e];
+        let row = |r: u32| &feats[r as usize * dim..(r as usize + 1) * dim];
+        let mut k = 0;
+        while k < entries.len() {
+            let [i, a, b] = entries[k];
+            // consecutive pairs that share their first template (the pair file is sorted by it)
+            // are scored together, reading that row once
+            if let Some(&[j, a2, c]) = entries.get(k + 1) {
+                if a2 == a {
+                    let (v, w) = dot2(row(a), row(b), row(c));
+                    // SAFETY: `order` holds each pair index once, so each slot is written once.
+                    unsafe {
+                        *out_ptr.get().add(i as usize) = v;
+                        *out_ptr.get().add(j as usize) = w;
+                    }
+                    k += 2;
+                    continue;
+                }
+            }
+            // SAFETY: as above.
+            unsafe { *out_ptr.get().add(i as usize) = dot(row(a), row(b)) };
+            k += 1;
         }
     });
     Ok(())
@@ -455,6 +515,12 @@ mod tests {
             assert_eq!(dot(&a, &b).to_bits(), p.to_bits(), "n={n}");
             #[cfg(target_arch = "x86_64")]
             assert_eq!(dot_sse(&a, &b).to_bits(), p.to_bits(), "n={n}");
+            let c: Vec<f32> = b.iter().map(|x| x * 0.7 - 0.1).collect();
+            let (v, w) = dot2(&a, &b, &c);
+            assert_eq!(
+                (v.to_bits(), w.to_bits()),
+                (p.to_bits(), dot_portable(&a, &c).to_bits())
+            );
         }
     }
 
