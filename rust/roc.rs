@@ -26,6 +26,7 @@ pub trait Score: Copy + Send + Sync + PartialOrd + 'static {
     fn from_key(key: Self::Key) -> Self;
     fn to_f64(self) -> f64;
     fn infinity() -> Self;
+    fn finite(self) -> bool;
 }
 
 pub trait RadixKey: Copy + Send + Sync + Ord + Default + 'static {
@@ -80,6 +81,10 @@ impl Score for f32 {
     fn infinity() -> f32 {
         f32::INFINITY
     }
+    #[inline(always)]
+    fn finite(self) -> bool {
+        self.is_finite()
+    }
 }
 impl Score for f64 {
     type Key = u64;
@@ -107,6 +112,10 @@ impl Score for f64 {
     }
     fn infinity() -> f64 {
         f64::INFINITY
+    }
+    #[inline(always)]
+    fn finite(self) -> bool {
+        self.is_finite()
     }
 }
 
@@ -317,9 +326,21 @@ fn sorted_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SortedKeys<S::Ke
             let mut pos = Vec::new();
             let mut hist = vec![0usize; BUCKETS];
             for i in range {
-                let key = scores[i]
-                    .key()
-                    .ok_or_else(|| Error::Value(format!("scores[{i}] is NaN")))?;
+                let score = scores[i];
+                if !score.finite() {
+                    let v = score.to_f64();
+                    let what = if v.is_nan() {
+                        "nan"
+                    } else if v > 0.0 {
+                        "inf"
+                    } else {
+                        "-inf"
+                    };
+                    return Err(Error::Value(format!(
+                        "scores[{i}] is {what}; scores must be finite"
+                    )));
+                }
+                let key = score.key().unwrap_or_default();
                 match labels[i] {
                     0 => hist[key.top()] += 1,
                     1 => pos.push(key),
@@ -531,7 +552,7 @@ mod tests {
         assert!(roc_curve(&[1u8, 0], &[0.1f32, f32::NAN], true)
             .unwrap_err()
             .to_string()
-            .contains("scores[1] is NaN"));
+            .contains("scores[1] is nan"));
         assert!(roc_curve::<f32>(&[], &[], true).is_err());
         assert!(roc_curve(&[1u8], &[0.1f64, 0.2], true).is_err());
     }

@@ -87,6 +87,8 @@ def as_labels(x: Any, name: str = "labels", n: int | None = None) -> npt.NDArray
         return np.ascontiguousarray(arr).view(np.uint8)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be 0/1 integers or booleans, got dtype {arr.dtype}")
+    if arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 1:
+        return np.ascontiguousarray(arr, dtype=np.uint8)  # fast path: two reductions
     bad = np.flatnonzero((arr != 0) & (arr != 1))
     if bad.size:
         raise ValueError(
@@ -96,8 +98,11 @@ def as_labels(x: Any, name: str = "labels", n: int | None = None) -> npt.NDArray
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def as_scores(x: Any, name: str = "scores", n: int | None = None) -> np.ndarray:
-    """A (N,) finite float32 or float64 vector (other numeric dtypes become float64)."""
+def as_scores(x: Any, name: str = "scores", n: int | None = None, *, check_finite: bool = True) -> np.ndarray:
+    """A (N,) finite float32 or float64 vector (other numeric dtypes become float64).
+
+    ``check_finite=False`` leaves the check to the Rust kernel (which names the entry too).
+    """
     arr = _array(x, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
@@ -110,6 +115,8 @@ def as_scores(x: Any, name: str = "scores", n: int | None = None) -> np.ndarray:
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     arr = np.ascontiguousarray(arr)
+    if not check_finite:
+        return arr
     finite = np.isfinite(arr)
     if not finite.all():
         i = int(np.argmin(finite))
