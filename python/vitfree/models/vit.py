@@ -411,6 +411,16 @@ class VisionTransformer(nn.Module):
     (see :func:`vitfree.models.preprocess`).  Output of :meth:`forward`: the raw
     (un-normalised) (B, num_features) embedding of the full-depth model.
 
+    Exits: :meth:`forward_exits` (several from one pass), :meth:`forward_exit`,
+    :meth:`truncate` (a deployable depth-k model), :meth:`forward_intermediates` (tokens and
+    attention maps for analysis), :meth:`exit_costs`; exit-specific heads with
+    :meth:`set_exit_heads` / :meth:`load_exit_heads`.
+
+    Mixed precision on GPU: call the model inside ``torch.autocast("cuda", torch.bfloat16)``
+    (or ``torch.float16``).  The linear layers then run in that dtype while attention
+    (``fp32_attention``, default on) and the head stay in float32, which is what the
+    insightface/TransFace reference does at evaluation time; the residual stream stays fp32.
+
     Args:
         img_size: Input height and width.
         patch_size: Patch size (9 for insightface/TransFace/LVFace).
@@ -879,7 +889,7 @@ class VisionTransformer(nn.Module):
         small.norm = norm
         small.senet = senet
         small.feature = feature
-        small.arch = self.arch
+        small.arch = f"{self.arch}@exit{k}" if self.arch else None
         small.train(self.training)
         if copy_weights:
             small = copy.deepcopy(small)
