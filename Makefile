@@ -5,16 +5,19 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench lint clean
+.PHONY: install setup demo test bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
+install: $(PY)
+	$(PY) -m pip install -e .
+
 setup: $(PY)
 	$(PY) -m pip install -e '.[dev]'
 
-demo: setup
+demo: install
 	$(VENV)/bin/vitfree demo --out out/demo
 
 test: setup
