@@ -195,3 +195,58 @@ def test_evaluate_verification_matches_community_pipeline():
     assert r.auc == pytest.approx(roc_auc_score(labels, r.scores), abs=1e-12)
     assert r.n_templates == t and r.n_pairs == len(p1) and r.n_genuine == labels.sum()
     assert "nearest" in r.table()
+
+
+@settings(max_examples=40, deadline=None)
+@given(dim=st.integers(1, 100), n_templates=st.integers(1, 50), n_pairs=st.integers(0, 300), seed=st.integers(0, 2**32 - 1))
+def test_score_pairs_random_shapes(dim, n_templates, n_pairs, seed):
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(10**6, n_templates, replace=False)).astype(np.int64)
+    tf = rng.normal(size=(n_templates, dim)).astype(np.float32)
+    tf /= np.linalg.norm(tf, axis=1, keepdims=True)
+    p1 = rng.choice(ids, n_pairs)
+    p2 = rng.choice(ids, n_pairs)
+    ours = score_pairs(tf, ids, p1, p2)
+    assert ours.shape == (n_pairs,) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, verification(tf.astype(np.float64), ids, p1, p2), atol=1e-6)
+
+
+def test_score_pairs_tiled_path_matches_numpy():
+    # 2,200 templates x 1,024-d = 9 MB of template features: scored tile by tile
+    rng = np.random.default_rng(9)
+    ids = np.arange(2200, dtype=np.int64) * 3 + 11
+    tf = rng.normal(size=(2200, 1024)).astype(np.float32)
+    tf /= np.linalg.norm(tf, axis=1, keepdims=True)
+    p1 = np.sort(rng.choice(ids, 60_000))
+    p2 = rng.choice(ids, 60_000)
+    ours = score_pairs(tf, ids, p1, p2)
+    np.testing.assert_allclose(ours, verification(tf.astype(np.float64), ids, p1, p2), atol=1e-6)
+    before = vitfree.get_num_threads()
+    vitfree.set_num_threads(1)
+    try:
+        np.testing.assert_array_equal(score_pairs(tf, ids, p1, p2), ours)
+    finally:
+        vitfree.set_num_threads(0)
+    assert vitfree.get_num_threads() == before
+    with pytest.raises(ValueError, match=r"unknown template id 12 in p2 \(pair 7\)"):
+        bad = p2.copy()
+        bad[7] = 12
+        score_pairs(tf, ids, p1, bad)
+
+
+def test_rust_core_works_in_forked_workers():
+    # a DataLoader-style fork after the pool exists must not hang
+    import multiprocessing as mp
+
+    feats = np.eye(4, dtype=np.float32)
+    aggregate_templates(feats, [1, 2, 3, 4], [1, 2, 3, 4])  # start the pool in the parent
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        out = pool.map(_agg_in_child, range(2))
+    assert out == [4, 4]
+
+
+def _agg_in_child(_):
+    feats = np.eye(4, dtype=np.float32)
+    tf, ids = aggregate_templates(feats, [1, 2, 3, 4], [1, 2, 3, 4])
+    return int(len(ids))
