@@ -145,47 +145,73 @@ fn check_lengths<T>(input: &AggregateInput<'_, T>) -> Result<usize> {
 }
 
 /// Image `row` after flip-sum, optional normalisation and weighting, added times `scale` to `acc`.
-/// Returns false when the image vector is not finite or (with normalisation) has zero norm.
-#[inline]
+/// Returns false when normalisation meets a zero, NaN or infinite norm. (NaN/inf values
+/// otherwise propagate into the template sum, which [`aggregate_one`] checks once.)
+#[inline(always)]
 fn add_image<T: Element>(
     input: &AggregateInput<'_, T>,
     row: usize,
     scale: f64,
     acc: &mut [f64],
-    tmp: &mut [f64],
 ) -> bool {
     let d = input.dim;
     let a = &input.feats[row * d..(row + 1) * d];
-    match input.flip {
-        Some(flip) => {
-            let b = &flip[row * d..(row + 1) * d];
-            for ((t, &x), &y) in tmp.iter_mut().zip(a).zip(b) {
-                *t = x.to_f64() + y.to_f64();
-            }
-        }
-        None => {
-            for (t, &x) in tmp.iter_mut().zip(a) {
-                *t = x.to_f64();
-            }
-        }
-    }
+    let b = input.flip.map(|f| &f[row * d..(row + 1) * d]);
     let mut factor = scale;
     if let Some(w) = input.weights {
         factor *= w[row];
     }
     if input.normalize_images {
-        let norm = tmp.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let norm = match b {
+            Some(b) => a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| {
+                    let v = x.to_f64() + y.to_f64();
+                    v * v
+                })
+                .sum::<f64>(),
+            None => a.iter().map(|&x| x.to_f64() * x.to_f64()).sum::<f64>(),
+        }
+        .sqrt();
         if norm == 0.0 || !norm.is_finite() {
             return false;
         }
         factor /= norm;
     }
-    let mut finite = factor.is_finite();
-    for (s, &t) in acc.iter_mut().zip(tmp.iter()) {
-        *s += t * factor;
-        finite &= t.is_finite();
+    match b {
+        Some(b) => {
+            for ((s, &x), &y) in acc.iter_mut().zip(a).zip(b) {
+                *s += (x.to_f64() + y.to_f64()) * factor;
+            }
+        }
+        None => {
+            for (s, &x) in acc.iter_mut().zip(a) {
+                *s += x.to_f64() * factor;
+            }
+        }
     }
-    finite
+    true
+}
+
+/// The first row of `rows` whose features, flip or weight hold NaN or inf.
+fn first_non_finite<T: Element>(input: &AggregateInput<'_, T>, rows: &[u32]) -> usize {
+    let d = input.dim;
+    let bad = |r: usize| {
+        input.feats[r * d..(r + 1) * d]
+            .iter()
+            .any(|x| !x.to_f64().is_finite())
+            || input.flip.is_some_and(|f| {
+                f[r * d..(r + 1) * d]
+                    .iter()
+                    .any(|x| !x.to_f64().is_finite())
+            })
+            || input.weights.is_some_and(|w| !w[r].is_finite())
+    };
+    rows.iter()
+        .map(|&r| r as usize)
+        .find(|&r| bad(r))
+        .unwrap_or(rows[0] as usize)
 }
 
 /// Why one template could not be aggregated.
@@ -196,7 +222,33 @@ enum Bad {
     Zero,
 }
 
+/// [`aggregate_one_impl`] compiled for AVX2 when the CPU has it (wider vectors, same rounded
+/// operations: no fused multiply-add, so the result is identical to the baseline build).
 fn aggregate_one<T: Element>(
+    input: &AggregateInput<'_, T>,
+    rows: &[u32],
+    out: &mut [f32],
+) -> Option<Bad> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<T: Element>(
+            input: &AggregateInput<'_, T>,
+            rows: &[u32],
+            out: &mut [f32],
+        ) -> Option<Bad> {
+            aggregate_one_impl(input, rows, out)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked above).
+            return unsafe { avx2(input, rows, out) };
+        }
+    }
+    aggregate_one_impl(input, rows, out)
+}
+
+#[inline(always)]
+fn aggregate_one_impl<T: Element>(
     input: &AggregateInput<'_, T>,
     rows: &[u32],
     out: &mut [f32],
@@ -204,7 +256,6 @@ fn aggregate_one<T: Element>(
     let d = input.dim;
     let mut acc = vec![0f64; d];
     let mut media_acc = vec![0f64; d];
-    let mut tmp = vec![0f64; d];
     let mut start = 0;
     while start < rows.len() {
         let media = input.medias[rows[start] as usize];
@@ -214,7 +265,7 @@ fn aggregate_one<T: Element>(
         }
         media_acc.iter_mut().for_each(|x| *x = 0.0);
         for &r in &rows[start..end] {
-            if !add_image(input, r as usize, 1.0, &mut media_acc, &mut tmp) {
+            if !add_image(input, r as usize, 1.0, &mut media_acc) {
                 return Some(Bad::Image(r as usize));
             }
         }
@@ -226,8 +277,7 @@ fn aggregate_one<T: Element>(
     }
     let norm = acc.iter().map(|x| x * x).sum::<f64>().sqrt();
     if !norm.is_finite() {
-        // Finite images can still overflow f64 only in absurd cases; report the first row.
-        return Some(Bad::Image(rows[0] as usize));
+        return Some(Bad::Image(first_non_finite(input, rows)));
     }
     if norm == 0.0 {
         return Some(Bad::Zero);
