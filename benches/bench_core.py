@@ -14,10 +14,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_curve
-
 from benchconfig import FULL
 from reference import image2template_feature
+from sklearn.metrics import roc_curve
 from vitfree.ijb import aggregate_templates, evaluate_verification, score_pairs
 from vitfree.metrics import DEFAULT_FARS, tar_at_far
 from vitfree.synthetic import ijb_features

@@ -11,7 +11,6 @@ import os
 
 import numpy as np
 import pytest
-
 from benchconfig import FULL
 from vitfree.data import load_ijb_1n, load_ijb_meta
 from vitfree.evaluate import evaluate_ijb_exits

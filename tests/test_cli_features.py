@@ -6,12 +6,10 @@ import json
 
 import numpy as np
 import pytest
-
+from reference import community_image_feats, image2template_feature, tar_nearest, verification
 from vitfree.cli import main
 from vitfree.features import exit_filename, load_feature_sets
 from vitfree.synthetic import ijb_1n_split, ijb_features, write_ijb_meta
-
-from reference import community_image_feats, image2template_feature, tar_nearest, verification
 
 
 @pytest.fixture(scope="module")

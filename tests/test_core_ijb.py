@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import vitfree
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import vitfree
+from reference import (
+    community_image_feats,
+    image2template_feature,
+    tar_at_most,
+    tar_nearest,
+    verification,
+)
 from vitfree.ijb import aggregate_templates, evaluate_verification, score_pairs
-
-from reference import community_image_feats, image2template_feature, tar_nearest, tar_at_most, verification
 
 
 def make_ijb(rng, n_images=300, dim=16, n_templates=20, n_medias=40, sparse=True):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import lfw_kfold, tar_at_most, tar_nearest
 from sklearn import metrics as skm
-
 from vitfree.metrics import (
     Roc,
     kfold_accuracy,
@@ -16,8 +16,6 @@ from vitfree.metrics import (
     tar_at_far,
     tar_at_far_points,
 )
-
-from reference import lfw_kfold, tar_at_most, tar_nearest
 
 
 def assert_same_roc(labels, scores, drop):

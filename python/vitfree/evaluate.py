@@ -8,14 +8,20 @@ reuses them for both protocols.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from vitfree.data.ijb import IJB1N, IJBMeta
 from vitfree.features import FeatureSet
-from vitfree.identification import DEFAULT_FPIRS, DEFAULT_RANKS, IJBIdentificationResult, ijb_identification
+from vitfree.identification import (
+    DEFAULT_FPIRS,
+    DEFAULT_RANKS,
+    IJBIdentificationResult,
+    ijb_identification,
+)
 from vitfree.ijb import VerificationResult, evaluate_verification
 from vitfree.metrics import DEFAULT_FARS
 

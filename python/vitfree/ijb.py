@@ -15,8 +15,9 @@ inputs are read in place (float32/float64 C-contiguous arrays are not copied).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt

@@ -13,8 +13,9 @@ results. All functions reproduce the community procedures number for number:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -301,8 +302,8 @@ def kfold_accuracy(
         raise ValueError(f"{n} pairs cannot be split into {n_folds} folds")
     if not (0.0 < far_target < 1.0):
         raise ValueError(f"far_target {far_target!r} is outside (0, 1)")
-    for name, e in (("emb1", e1), ("emb2", e2)):
-        if not np.isfinite(e).all():
+    for name, emb in (("emb1", e1), ("emb2", e2)):
+        if not np.isfinite(emb).all():
             raise ValueError(f"{name} contains NaN or infinite values")
     if y.min() == y.max():
         raise ValueError("issame holds a single class; accuracy and VAL need genuine and impostor pairs")
@@ -319,14 +320,14 @@ def kfold_accuracy(
         val_counts.append(_core.count_below(dist[s:e], y[s:e], val_grid))
     acc_tot = [sum(c[i].astype(np.int64) for c in acc_counts) for i in (0, 1)]
     val_tot = [sum(c[i].astype(np.int64) for c in val_counts) for i in (0, 1)]
-    n_pos_all, n_neg_all = int(y.sum()), int(n - y.sum())
+    n_neg_all = int(n - y.sum())
 
     accuracies, best, vals, fars, val_thr = [], [], [], [], []
     for k, (s, e) in enumerate(bounds):
         n_test = e - s
         pos_test = int(y[s:e].sum())
         neg_test = n_test - pos_test
-        pos_train, neg_train = n_pos_all - pos_test, n_neg_all - neg_test
+        neg_train = n_neg_all - neg_test
         # accuracy on the training folds: tp + tn = pos below + (negatives not below)
         tp = acc_tot[0] - acc_counts[k][0].astype(np.int64)
         fp = acc_tot[1] - acc_counts[k][1].astype(np.int64)
