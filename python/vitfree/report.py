@@ -1,19 +1,33 @@
-"""Per-exit reports: the table on stdout, ``results.json``, ``results.csv`` and PNG plots."""
+"""Per-exit reports: the table on stdout, ``results.json``, ``results.csv`` and PNG plots.
+
+IJB-B/C results are :class:`vitfree.evaluate.ExitResult`; ``.bin`` / pair-list results are
+:class:`vitfree.extract.PairSetResult` (``name``, ``exit``, ``kfold``, ``n_pairs``, ``cost``).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from vitfree.evaluate import ExitResult
 from vitfree.ijb import format_far
 
-__all__ = ["format_ijb_table", "ijb_rows", "plot_ijb", "save_ijb"]
+__all__ = [
+    "bin_rows",
+    "format_bin_table",
+    "format_ijb_table",
+    "ijb_rows",
+    "plot_bin",
+    "plot_ijb",
+    "save_bin",
+    "save_ijb",
+]
 
 
 def _cost_cols(cost: dict[str, Any]) -> dict[str, Any]:
@@ -138,3 +152,103 @@ def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: 
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+# --------------------------------------------------------------------------------------
+# LFW-style .bin sets and pair lists (PROTOCOLS §5)
+# --------------------------------------------------------------------------------------
+
+
+def bin_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+    """One flat dict per (set, exit): accuracy and VAL in percent, then the cost columns."""
+    rows = []
+    for r in results:
+        k = r.kfold
+        row: dict[str, Any] = {"set": r.name, "exit": r.exit}
+        row["accuracy"] = round(k.mean * 100, 2)
+        row["acc. std"] = round(k.std * 100, 2)
+        far = format_far(k.far_target)
+        row[f"VAL@{far}"] = round(k.val_mean * 100, 2)
+        row["VAL std"] = round(k.val_std * 100, 2)
+        row.update(_cost_cols(r.cost))
+        rows.append(row)
+    return rows
+
+
+def format_bin_table(results: Sequence[Any], title: str = "") -> str:
+    """A fixed-width table of :func:`bin_rows` (percent, two decimals), one block per set."""
+    rows = bin_rows(results)
+    if not rows:
+        return "(no results)"
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    left = ("set", "exit")
+    width = {c: max(len(c), *(len(_fmt(row.get(c, ""))) for row in rows)) for c in cols}
+    lines = [title] if title else []
+    lines.append("  ".join(c.ljust(width[c]) if c in left else c.rjust(width[c]) for c in cols))
+    prev = None
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = _fmt(row.get(c, ""))
+            if c == "set" and row["set"] == prev:
+                v = ""
+            cells.append(v.ljust(width[c]) if c in left else v.rjust(width[c]))
+        prev = row["set"]
+        lines.append("  ".join(cells))
+    n_folds = len(results[0].kfold.accuracies)
+    lines.append(
+        f"accuracy: mean and std over {n_folds} contiguous folds (threshold chosen on the other "
+        f"folds); embedding = image + flip, L2-normalised."
+    )
+    return "\n".join(lines)
+
+
+def save_bin(results: Sequence[Any], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
+    """Write ``results.json`` (per set and exit, fold accuracies included) and ``results.csv``."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    sets: dict[str, Any] = {}
+    for r in results:
+        entry = sets.setdefault(r.name, {"n_pairs": r.n_pairs, "exits": []})
+        entry["exits"].append(r.as_dict())
+    js = folder / "results.json"
+    js.write_text(json.dumps({"info": info, "sets": sets}, indent=2))
+    rows = bin_rows(results)
+    cols = list(dict.fromkeys(k for row in rows for k in row))
+    cs = folder / "results.csv"
+    with cs.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    return [js, cs]
+
+
+def plot_bin(results: Sequence[Any], out: str | os.PathLike[str], title: str = "") -> list[Path]:
+    """``accuracy_vs_cost.png``: accuracy (mean, std bars) against relative FLOPs, a line per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    have_cost = all("flop_ratio" in r.cost for r in results)
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for name in dict.fromkeys(r.name for r in results):
+        rs = [r for r in results if r.name == name]
+        xs = [float(r.cost["flop_ratio"]) if have_cost else r.exit for r in rs]
+        ys = [r.kfold.mean * 100 for r in rs]
+        es = [r.kfold.std * 100 for r in rs]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
+        for x, y, r in zip(xs, ys, rs):
+            ax.annotate(str(r.exit), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xlabel("relative FLOPs (full model = 1)" if have_cost else "exit (block)")
+    ax.set_ylabel("10-fold accuracy (%)" if results and len(results[0].kfold.accuracies) == 10 else "accuracy (%)")
+    ax.set_title(f"Accuracy against cost {title}".strip(), fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = folder / "accuracy_vs_cost.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
