@@ -49,9 +49,16 @@ pub fn pool() -> Arc<ThreadPool> {
     let threads = num_threads();
     let pid = std::process::id();
     let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(state) = guard.as_ref() {
+    if let Some(state) = guard.take() {
         if state.pid == pid && state.threads == threads {
-            return Arc::clone(&state.pool);
+            let pool = Arc::clone(&state.pool);
+            *guard = Some(state);
+            return pool;
+        }
+        if state.pid != pid {
+            // Forked: the pool's threads did not survive, and its locks may be in any state.
+            // Dropping it would signal those threads through that state; leak it instead.
+            std::mem::forget(state);
         }
     }
     let pool = Arc::new(
