@@ -401,7 +401,7 @@ def _costs_with_speed(model: Any, exits: list[int], args: argparse.Namespace) ->
 
 
 def cmd_eval_ijb(args: argparse.Namespace) -> int:
-    from vitfree.extract import extract_ijb
+    from vitfree.extract import extract_ijb, resolve_device
     from vitfree.features import load_feature_sets, read_manifest, write_manifest
 
     if not args.model.is_file():
@@ -444,7 +444,7 @@ def cmd_eval_ijb(args: argparse.Namespace) -> int:
         "features": str(feats_dir),
         "exits": res.exits,
         "skipped_images": len(res.skipped_rows),
-        "device": str(args.device),
+        "device": str(resolve_device(args.device)),
         "amp": args.amp,
     }
     run_ijb_features(sets, args.root, args, f"{args.dataset}, {arch} ({args.model.name})", info)
@@ -453,7 +453,7 @@ def cmd_eval_ijb(args: argparse.Namespace) -> int:
 
 def cmd_eval_pairsets(args: argparse.Namespace) -> int:
     from vitfree.data import load_bin, load_pair_list
-    from vitfree.extract import evaluate_pairset
+    from vitfree.extract import evaluate_pairset, resolve_device
     from vitfree.report import format_bin_table, plot_bin, save_bin
 
     missing = [str(f) for f in [args.model, *args.files] if not f.is_file()]
@@ -491,7 +491,7 @@ def cmd_eval_pairsets(args: argparse.Namespace) -> int:
         "exits": exits,
         "folds": args.folds,
         "far": args.far,
-        "device": str(args.device),
+        "device": str(resolve_device(args.device)),
         "amp": args.amp,
     }
     written = save_bin(results, args.out, info)

@@ -139,14 +139,15 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
     Up to 4096 evenly spaced values per tensor are hashed exactly (no reductions, so the
     digest does not depend on the device); two different checkpoints differ in essentially
-    every weight, so this tells them apart in milliseconds even for vit_h.
+    every weight, so this tells them apart in well under a second even for vit_h.
     """
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
         flat = t.detach().reshape(-1)
         if flat.numel() > 4096:
-            idx = torch.linspace(0, flat.numel() - 1, 4096, device=flat.device).long()
+            # integer spacing: float linspace rounds past the end for tensors of > 2^24 values
+            idx = torch.arange(4096, device=flat.device) * (flat.numel() - 1) // 4095
             flat = flat[idx]
         h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:24]
@@ -855,6 +856,9 @@ def _extract(
         )  # fmt: skip
         complete = bool(store.done.all())
         skipped = sorted(set(store.skipped))
+        if complete:  # partial files of an interrupted torchrun run are of no use any more
+            for stale in out.glob("partial-w*"):
+                shutil.rmtree(stale, ignore_errors=True)
         _report_skipped(skipped, bad, names, out)
         return ExtractResult(out, exits, n, dim, complete, extracted, resumed, skipped, secs)
 
