@@ -436,6 +436,17 @@ def test_measure_speed_reports_every_exit_relative_to_the_full_model(ckpt):
     assert costs["1"]["speedup"] == speed[1]["speedup"] and "gflops" in costs["1"]
 
 
+def test_model_fingerprint_tells_weights_apart_and_handles_big_tensors():
+    big = torch.nn.Linear(4500, 4096, bias=False)  # 18.4M values > 2^24: float32 index limit
+    a = model_fingerprint(big)
+    assert a == model_fingerprint(big) and len(a) == 24
+    with torch.no_grad():
+        big.weight.view(-1)[-1] += 1.0  # the last value is always sampled
+    assert model_fingerprint(big) != a
+    assert model_fingerprint(tiny_model(seed=1)) != model_fingerprint(tiny_model(seed=2))
+    assert model_fingerprint(tiny_model().double()) != model_fingerprint(tiny_model())
+
+
 def test_model_not_built_for_112_faces_is_refused(ijb, tmp_path):
     small = tiny_model(img_size=90)
     with pytest.raises(ValueError, match=r"90x90 inputs.*3x112x112"):

@@ -279,8 +279,8 @@ def _add_model_options(p: argparse.ArgumentParser, default_batch: int) -> None:
         type=_int_list,
         default=None,
         help=(
-            "exits to evaluate: block numbers, 1-based, negative from the end, comma-separated; default 1/3, 1/2, "
-            "2/3, 5/6 of the depth and the full model (4,6,8,10,12 for 12 blocks)"
+            "exits to evaluate: block numbers, 1-based, comma-separated, negative from the end (write "
+            "--exits=-2,-1); default 1/3, 1/2, 2/3, 5/6 of the depth and the full model (4,6,8,10,12 for 12 blocks)"
         ),
     )
     g.add_argument(
@@ -395,7 +395,7 @@ def _costs_with_speed(model: Any, exits: list[int], args: argparse.Namespace) ->
 
     speed = None
     if not args.no_speed:
-        print("measuring speed per exit (a few seconds; --no-speed skips it)", file=sys.stderr)
+        print("measuring speed per exit (seconds on a GPU, up to a minute on CPU; --no-speed skips it)", file=sys.stderr)
         speed = measure_speed(model, exits, args.device, amp=args.amp)
     return exit_cost_table(model, exits, speed)
 

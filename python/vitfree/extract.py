@@ -198,7 +198,7 @@ def measure_speed(
     After one warm-up pass, latency is the fastest of up to ``latency_iters`` single-image
     passes and throughput the fastest of up to ``throughput_iters`` batches of ``batch_size``;
     each measurement stops early once it has used ``budget_s`` seconds (at least one run),
-    so a whole table costs a few seconds on a GPU and well under a minute for vit_s on CPU.
+    so a whole table costs seconds on a GPU and up to a minute for vit_s on 2 CPU cores.
 
     Args:
         model: the model (moved to ``device`` and put in eval mode).
