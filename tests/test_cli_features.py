@@ -97,6 +97,20 @@ def test_errors_are_clear(ijb, tmp_path, capsys):
     assert "no features for exits [7]" in capsys.readouterr().err
 
 
+def test_incomplete_extraction_is_refused(ijb, tmp_path):
+    import shutil
+
+    from vitfree.features import read_manifest, write_manifest
+
+    root, _ = ijb
+    feats = tmp_path / "features"
+    shutil.copytree(root / "features", feats)
+    write_manifest(feats, dict(read_manifest(feats), complete=False))
+    with pytest.raises(ValueError, match="not complete"):
+        load_feature_sets(feats)
+    assert len(load_feature_sets(feats, allow_incomplete=True)) == 2
+
+
 def test_missing_1n_files_are_reported_not_silent(ijb, tmp_path, capsys):
     import shutil
 

@@ -95,6 +95,7 @@ def load_feature_sets(
     *,
     flip_halves: bool = False,
     exits: list[int] | None = None,
+    allow_incomplete: bool = False,
 ) -> list[FeatureSet]:
     """Read feature sets from a feature store folder, an ``.npz`` or an ``.npy``.
 
@@ -103,6 +104,8 @@ def load_feature_sets(
         flip_halves: the arrays are ``(N, 2D)`` with image features in the first half and flip
             features in the second (insightface's saved ``img_feats``).
         exits: only these exits of a folder (default: all found).
+        allow_incomplete: read a folder whose manifest says the extraction is not finished
+            (rows not yet extracted are zeros); by default that is an error.
 
     Raises:
         FileNotFoundError: the path or a requested exit file does not exist (named).
@@ -114,6 +117,12 @@ def load_feature_sets(
     sets: list[FeatureSet] = []
     if p.is_dir():
         manifest = read_manifest(p)
+        if manifest.get("complete") is False and not allow_incomplete:
+            raise ValueError(
+                f"{p}: the extraction recorded in manifest.json is not complete (rows not yet "
+                "extracted are zeros); rerun the extraction to resume it, or pass "
+                "allow_incomplete=True to read it anyway"
+            )
         found: dict[int, dict[str, Path]] = {}
         for f in sorted(p.iterdir()):
             m = _EXIT_FILE.match(f.name)
