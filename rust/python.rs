@@ -159,15 +159,20 @@ type RocOut<'py, S> = (
     Bound<'py, PyArray1<u64>>,
 );
 
+/// `max_far`: None = the whole curve; Some(f) = its exact beginning up to past FPR f.
 fn roc_generic<'py, S: Score + numpy::Element>(
     py: Python<'py>,
     labels: PyReadonlyArray1<'py, u8>,
     scores: PyReadonlyArray1<'py, S>,
     drop_intermediate: bool,
+    max_far: Option<f64>,
 ) -> PyResult<RocOut<'py, S>> {
     let l = slice(&labels, "labels")?;
     let s = slice(&scores, "scores")?;
-    let roc = run(py, || roc::roc_curve(l, s, drop_intermediate))?;
+    let roc = run(py, || match max_far {
+        None => roc::roc_curve(l, s, drop_intermediate),
+        Some(f) => roc::roc_prefix(l, s, f),
+    })?;
     let (fpr, tpr) = (roc.fpr(), roc.tpr());
     Ok((
         fpr.into_pyarray(py),
@@ -186,7 +191,7 @@ fn roc_curve_f32<'py>(
     scores: PyReadonlyArray1<'py, f32>,
     drop_intermediate: bool,
 ) -> PyResult<RocOut<'py, f32>> {
-    roc_generic(py, labels, scores, drop_intermediate)
+    roc_generic(py, labels, scores, drop_intermediate, None)
 }
 
 #[pyfunction]
@@ -197,7 +202,27 @@ fn roc_curve_f64<'py>(
     scores: PyReadonlyArray1<'py, f64>,
     drop_intermediate: bool,
 ) -> PyResult<RocOut<'py, f64>> {
-    roc_generic(py, labels, scores, drop_intermediate)
+    roc_generic(py, labels, scores, drop_intermediate, None)
+}
+
+#[pyfunction]
+fn roc_prefix_f32<'py>(
+    py: Python<'py>,
+    labels: PyReadonlyArray1<'py, u8>,
+    scores: PyReadonlyArray1<'py, f32>,
+    max_far: f64,
+) -> PyResult<RocOut<'py, f32>> {
+    roc_generic(py, labels, scores, true, Some(max_far))
+}
+
+#[pyfunction]
+fn roc_prefix_f64<'py>(
+    py: Python<'py>,
+    labels: PyReadonlyArray1<'py, u8>,
+    scores: PyReadonlyArray1<'py, f64>,
+    max_far: f64,
+) -> PyResult<RocOut<'py, f64>> {
+    roc_generic(py, labels, scores, true, Some(max_far))
 }
 
 #[pyfunction]
@@ -263,6 +288,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(roc_curve_f32, m)?)?;
     m.add_function(wrap_pyfunction!(roc_curve_f64, m)?)?;
+    m.add_function(wrap_pyfunction!(roc_prefix_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(roc_prefix_f64, m)?)?;
     m.add_function(wrap_pyfunction!(pick_far, m)?)?;
     m.add_function(wrap_pyfunction!(count_below, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

@@ -307,13 +307,18 @@ impl<T> SharedOut<T> {
     }
 }
 
-/// Genuine keys (sorted ascending), impostor keys (sorted ascending) and the start of each
-/// impostor bucket (2048 + 1 offsets).
-type SortedKeys<K> = (Vec<K>, Vec<K>, Vec<usize>);
+/// Pass 1 over the scores: validation, the genuine keys (sorted) and, per block of [`BLOCK`]
+/// scores, the histogram of impostor keys over the 2048 buckets.
+struct Histogram<K> {
+    pos: Vec<K>,
+    block_hists: Vec<Vec<usize>>,
+    /// impostor count per bucket
+    totals: Vec<usize>,
+}
 
-/// Validate labels and scores, and return the genuine and impostor keys, each sorted.
-fn sorted_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SortedKeys<S::Key>> {
-    const BUCKETS: usize = 1 << TOP_BITS;
+const BUCKETS: usize = 1 << TOP_BITS;
+
+fn histogram<S: Score>(labels: &[u8], scores: &[S]) -> Result<Histogram<S::Key>> {
     let n = labels.len();
     let n_blocks = n.div_ceil(BLOCK);
     // pass 1: validate; genuine keys per block; impostor bucket histogram per block
@@ -361,14 +366,41 @@ fn sorted_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SortedKeys<S::Ke
         pos.extend_from_slice(&p);
         cursors.push(h);
     }
+    let mut totals = vec![0usize; BUCKETS];
+    for h in &cursors {
+        for (t, c) in totals.iter_mut().zip(h) {
+            *t += c;
+        }
+    }
+    pos.par_sort_unstable();
+    Ok(Histogram {
+        pos,
+        block_hists: cursors,
+        totals,
+    })
+}
+
+/// Impostor keys of the buckets `cut..`, sorted ascending, and the start of each bucket in them
+/// (`BUCKETS + 1` offsets; buckets below `cut` are empty).
+fn bucket_sort<S: Score>(
+    labels: &[u8],
+    scores: &[S],
+    h: &Histogram<S::Key>,
+    cut: usize,
+) -> (Vec<S::Key>, Vec<usize>) {
+    let n = labels.len();
     // bucket-major, then block order: where each block starts writing in each bucket
+    let mut cursors: Vec<Vec<usize>> = h.block_hists.clone();
     let mut bucket_start = vec![0usize; BUCKETS + 1];
     let mut at = 0usize;
     for (t, start) in bucket_start.iter_mut().take(BUCKETS).enumerate() {
         *start = at;
-        for h in cursors.iter_mut() {
-            let count = h[t];
-            h[t] = at;
+        if t < cut {
+            continue;
+        }
+        for c in cursors.iter_mut() {
+            let count = c[t];
+            c[t] = at;
             at += count;
         }
     }
@@ -384,10 +416,12 @@ fn sorted_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SortedKeys<S::Ke
                 if labels[i] == 0 {
                     if let Some(key) = scores[i].key() {
                         let t = key.top();
-                        // SAFETY: the (block, bucket) cursors cover disjoint ranges of `neg` sized
-                        // by exact counts from pass 1, so each slot is written once, in bounds.
-                        unsafe { *out.get().add(cursor[t]) = key };
-                        cursor[t] += 1;
+                        if t >= cut {
+                            // SAFETY: the (block, bucket) cursors cover disjoint ranges of `neg`
+                            // sized by exact counts from pass 1: each slot is written once.
+                            unsafe { *out.get().add(cursor[t]) = key };
+                            cursor[t] += 1;
+                        }
                     }
                 }
             }
@@ -407,73 +441,128 @@ fn sorted_keys<S: Score>(labels: &[u8], scores: &[S]) -> Result<SortedKeys<S::Ke
         let mut buf = vec![S::Key::default(); bucket.len()];
         radix_sort_low(bucket, &mut buf, S::Key::BITS - TOP_BITS);
     });
-    pos.par_sort_unstable();
-    Ok((pos, neg, bucket_start))
+    (neg, bucket_start)
+}
+
+/// The exact ROC restricted to the score buckets `cut..` (all of it when `cut == 0`). With
+/// `cut > 0` the last raw point is left out: whether sklearn keeps it depends on the next one.
+fn build_roc<S: Score>(
+    labels: &[u8],
+    scores: &[S],
+    h: &Histogram<S::Key>,
+    cut: usize,
+    drop_intermediate: bool,
+) -> Roc<S> {
+    let (neg, bucket_start) = bucket_sort(labels, scores, h, cut);
+    let pos = &h.pos;
+    let n_pos = pos.len() as u64;
+    let n_neg = h.totals.iter().sum::<usize>() as u64;
+    // Walk the buckets from the top key range down, in parallel: each starts from the counts
+    // above it. Genuine keys go with the bucket of their top bits.
+    let pos_start: Vec<usize> = (0..=BUCKETS)
+        .map(|t| pos.partition_point(|k| k.top() < t))
+        .collect();
+    let mut above = vec![(0u64, 0u64); BUCKETS + 1]; // (fp, tp) above bucket t
+    for t in (cut..BUCKETS).rev() {
+        let (fp, tp) = above[t + 1];
+        above[t] = (
+            fp + h.totals[t] as u64,
+            tp + (pos_start[t + 1] - pos_start[t]) as u64,
+        );
+    }
+    let parts: Vec<Vec<Point<S::Key>>> = (cut..BUCKETS)
+        .into_par_iter()
+        .rev()
+        .map(|t| {
+            let (fp, tp) = above[t + 1];
+            walk(
+                &pos[pos_start[t]..pos_start[t + 1]],
+                &neg[bucket_start[t]..bucket_start[t + 1]],
+                fp,
+                tp,
+            )
+        })
+        .collect();
+    drop(neg);
+    let mut kept = if drop_intermediate {
+        drop_intermediate_parts(&parts)
+    } else {
+        parts
+    };
+    if cut > 0 {
+        if let Some(last) = kept.iter_mut().rev().find(|p| !p.is_empty()) {
+            last.pop();
+        }
+    }
+    let total = kept.iter().map(Vec::len).sum::<usize>() + 1;
+    let mut fps = Vec::with_capacity(total);
+    let mut tps = Vec::with_capacity(total);
+    let mut thresholds = Vec::with_capacity(total);
+    fps.push(0);
+    tps.push(0);
+    thresholds.push(S::infinity());
+    for part in &kept {
+        fps.extend(part.iter().map(|p| p.0));
+        tps.extend(part.iter().map(|p| p.1));
+        thresholds.extend(part.iter().map(|p| S::from_key(p.2)));
+    }
+    Roc {
+        fps,
+        tps,
+        thresholds,
+        n_pos,
+        n_neg,
+    }
+}
+
+fn check_classes<K>(h: &Histogram<K>) -> Result<()> {
+    let (n_pos, n_neg) = (h.pos.len(), h.totals.iter().sum::<usize>());
+    if n_pos == 0 || n_neg == 0 {
+        return Err(Error::Value(format!(
+            "the ROC needs both classes, but labels has {n_pos} genuine (1) and {n_neg} impostor (0) entries"
+        )));
+    }
+    Ok(())
 }
 
 /// `sklearn.metrics.roc_curve(labels, scores, drop_intermediate=...)` for 0/1 labels.
 pub fn roc_curve<S: Score>(labels: &[u8], scores: &[S], drop_intermediate: bool) -> Result<Roc<S>> {
     validate(labels, scores)?;
     pool::install(|| {
-        let (pos, neg, bucket_start) = sorted_keys(labels, scores)?;
-        let (n_pos, n_neg) = (pos.len() as u64, neg.len() as u64);
-        if n_pos == 0 || n_neg == 0 {
-            return Err(Error::Value(format!(
-                "the ROC needs both classes, but labels has {n_pos} genuine (1) and {n_neg} impostor (0) entries"
-            )));
+        let h = histogram(labels, scores)?;
+        check_classes(&h)?;
+        Ok(build_roc(labels, scores, &h, 0, drop_intermediate))
+    })
+}
+
+/// The beginning of sklearn's ROC (`drop_intermediate=True`): exactly its first points, up to
+/// and including the first two distinct FPR values above `max_far`, which is all that TAR@FAR
+/// picks for targets <= `max_far` look at. Only the highest impostor scores are sorted.
+pub fn roc_prefix<S: Score>(labels: &[u8], scores: &[S], max_far: f64) -> Result<Roc<S>> {
+    validate(labels, scores)?;
+    pool::install(|| {
+        let h = histogram(labels, scores)?;
+        check_classes(&h)?;
+        let n_neg: usize = h.totals.iter().sum();
+        let min_fps = (max_far.clamp(0.0, 1.0) * n_neg as f64).floor() as u64 + 1;
+        let mut wanted = min_fps as usize + (min_fps as usize / 8).max(1024);
+        loop {
+            // the highest buckets holding more than `wanted` impostors
+            let mut cut = BUCKETS;
+            let mut count = 0usize;
+            while cut > 0 && count <= wanted {
+                cut -= 1;
+                count += h.totals[cut];
+            }
+            let roc = build_roc(labels, scores, &h, cut, true);
+            // complete enough: a point beyond min_fps and a later one with a larger fps
+            let first = roc.fps.iter().position(|&f| f >= min_fps);
+            let enough = first.is_some_and(|a| roc.fps[a..].iter().any(|&f| f > roc.fps[a]));
+            if enough || cut == 0 {
+                return Ok(roc);
+            }
+            wanted = wanted.saturating_mul(4);
         }
-        // Walk the buckets from the top key range down, in parallel: each starts from the
-        // counts above it. Genuine keys go with the bucket of their top bits.
-        let buckets = bucket_start.len() - 1;
-        let pos_start: Vec<usize> = (0..=buckets)
-            .map(|t| pos.partition_point(|k| k.top() < t))
-            .collect();
-        let mut above = vec![(0u64, 0u64); buckets + 1]; // (fp, tp) above bucket t
-        for t in (0..buckets).rev() {
-            let (fp, tp) = above[t + 1];
-            above[t] = (
-                fp + (bucket_start[t + 1] - bucket_start[t]) as u64,
-                tp + (pos_start[t + 1] - pos_start[t]) as u64,
-            );
-        }
-        let parts: Vec<Vec<Point<S::Key>>> = (0..buckets)
-            .into_par_iter()
-            .rev()
-            .map(|t| {
-                let (fp, tp) = above[t + 1];
-                walk(
-                    &pos[pos_start[t]..pos_start[t + 1]],
-                    &neg[bucket_start[t]..bucket_start[t + 1]],
-                    fp,
-                    tp,
-                )
-            })
-            .collect();
-        drop(neg);
-        let kept = if drop_intermediate {
-            drop_intermediate_parts(&parts)
-        } else {
-            parts
-        };
-        let total = kept.iter().map(Vec::len).sum::<usize>() + 1;
-        let mut fps = Vec::with_capacity(total);
-        let mut tps = Vec::with_capacity(total);
-        let mut thresholds = Vec::with_capacity(total);
-        fps.push(0);
-        tps.push(0);
-        thresholds.push(S::infinity());
-        for part in &kept {
-            fps.extend(part.iter().map(|p| p.0));
-            tps.extend(part.iter().map(|p| p.1));
-            thresholds.extend(part.iter().map(|p| S::from_key(p.2)));
-        }
-        Ok(Roc {
-            fps,
-            tps,
-            thresholds,
-            n_pos,
-            n_neg,
-        })
     })
 }
 
@@ -528,6 +617,35 @@ mod tests {
         let roc = roc_curve(&labels, &scores, true).unwrap();
         assert_eq!(roc.tps, vec![0, 1, 1, 3, 3]);
         assert_eq!(roc.fps, vec![0, 0, 1, 1, 3]);
+    }
+
+    #[test]
+    fn prefix_is_the_start_of_the_full_curve() {
+        let n = 300_000usize;
+        let mut x = 0x2545F4914F6CDD1Du64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let labels: Vec<u8> = (0..n).map(|_| (rnd() % 50 == 0) as u8).collect();
+        let scores: Vec<f32> = labels
+            .iter()
+            .map(|&l| ((rnd() % 20_000) as f32 / 10_000.0 - 1.0) * 0.4 + l as f32 * 0.3)
+            .collect();
+        let full = roc_curve(&labels, &scores, true).unwrap();
+        for max_far in [1e-5, 1e-3, 0.05, 0.3, 0.99] {
+            let pre = roc_prefix(&labels, &scores, max_far).unwrap();
+            let m = pre.fps.len();
+            assert!(m <= full.fps.len());
+            assert_eq!(pre.fps[..], full.fps[..m]);
+            assert_eq!(pre.tps[..], full.tps[..m]);
+            assert_eq!(pre.thresholds[..], full.thresholds[..m]);
+            let min_fps = (max_far * pre.n_neg as f64).floor() as u64 + 1;
+            let a = pre.fps.iter().position(|&f| f >= min_fps).unwrap();
+            assert!(pre.fps[a..].iter().any(|&f| f > pre.fps[a]) || m == full.fps.len());
+        }
     }
 
     #[test]

@@ -206,3 +206,22 @@ def test_kfold_bad_input(kwargs, exc, pattern):
     args.update(kwargs)
     with pytest.raises(exc, match=pattern):
         kfold_accuracy(**args)
+
+
+@pytest.mark.parametrize("decimals", [None, 3, 2])
+def test_tar_at_far_from_the_beginning_of_the_roc_equals_the_full_roc(decimals):
+    # tar_at_far sorts only the highest impostor scores; it must pick the same points
+    rng = np.random.default_rng(21)
+    n = 3_000_000
+    labels = (rng.random(n) < 0.002).astype(np.uint8)
+    scores = (rng.normal(size=n) * 0.15 + 0.5 * labels).astype(np.float32)
+    if decimals is not None:
+        scores = np.round(scores, decimals)
+    full = roc(labels, scores)
+    for rule in ("nearest", "at_most"):
+        fast = tar_at_far_points(labels, scores, (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 0.3), rule=rule)
+        ref = tar_at_far_points(full, fars=fast.fars, rule=rule)
+        np.testing.assert_array_equal(fast.tar, ref.tar)
+        np.testing.assert_array_equal(fast.far, ref.far)
+        np.testing.assert_array_equal(fast.thresholds, ref.thresholds)
+        np.testing.assert_array_equal(fast.index, ref.index)

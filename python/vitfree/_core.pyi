@@ -16,6 +16,8 @@ __all__ = [
     "pick_far",
     "roc_curve_f32",
     "roc_curve_f64",
+    "roc_prefix_f32",
+    "roc_prefix_f64",
     "score_pairs",
     "set_num_threads",
 ]
@@ -70,6 +72,28 @@ def roc_curve_f64(
     npt.NDArray[np.uint64],
 ]:
     """As roc_curve_f32 for float64 scores."""
+
+def roc_prefix_f32(
+    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float32], max_far: float
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint64],
+]:
+    """The exact first points of the drop_intermediate ROC, past FPR max_far (TAR@FAR only)."""
+
+def roc_prefix_f64(
+    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float64], max_far: float
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.uint64],
+    npt.NDArray[np.uint64],
+]:
+    """As roc_prefix_f32 for float64 scores."""
 
 def pick_far(
     fpr: npt.NDArray[np.float64], fars: npt.NDArray[np.float64], rule: str

@@ -52,6 +52,8 @@ class Roc:
         thresholds: (K,) same dtype as the scores; ``thresholds[0]`` is ``+inf``.
         fps, tps: (K,) uint64 impostor/genuine counts with score >= threshold.
         n_genuine, n_impostor: class sizes.
+        complete: False for the exact *beginning* of the curve that :func:`tar_at_far_points`
+            computes (enough for its picks, not for the AUC).
     """
 
     fpr: npt.NDArray[np.float64]
@@ -61,9 +63,12 @@ class Roc:
     tps: npt.NDArray[np.uint64]
     n_genuine: int
     n_impostor: int
+    complete: bool = True
 
     def auc(self) -> float:
         """Area under the curve (trapezoid rule, as ``sklearn.metrics.auc``)."""
+        if not self.complete:
+            raise ValueError("this Roc is only the beginning of the curve; use vitfree.metrics.roc()")
         return auc(self.fpr, self.tpr)
 
 
@@ -113,6 +118,20 @@ def roc(labels: npt.ArrayLike, scores: npt.ArrayLike, drop_intermediate: bool = 
     return Roc(fpr, tpr, thr, fps, tps, int(tps[-1]), int(fps[-1]))
 
 
+def _roc_prefix(labels: npt.ArrayLike, scores: npt.ArrayLike, max_far: float) -> Roc:
+    """The exact beginning of the drop_intermediate ROC, far enough for picks at <= max_far.
+
+    Only the impostor scores above about the (1 - max_far) quantile are sorted, so this is
+    several times faster than the whole curve at IJB-C size.
+    """
+    y = as_labels(labels, "labels")
+    s = as_scores(scores, "scores", n=y.shape[0], check_finite=False)  # checked in Rust
+    fn = _core.roc_prefix_f32 if s.dtype == np.float32 else _core.roc_prefix_f64
+    fpr, tpr, thr, fps, tps = fn(y, s, float(max_far))
+    n_pos = int(np.count_nonzero(y))
+    return Roc(fpr, tpr, thr, fps, tps, n_pos, int(y.shape[0]) - n_pos, complete=False)
+
+
 def roc_curve(
     labels: npt.ArrayLike, scores: npt.ArrayLike, drop_intermediate: bool = True
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], np.ndarray]:
@@ -144,7 +163,7 @@ def _pick(r: Roc, fars: npt.NDArray[np.float64], rule: str) -> FarPoints:
         fars=fars,
         tar=r.tpr[index],
         far=r.fpr[index],
-        thresholds=np.asarray(r.thresholds, dtype=np.float64)[index],
+        thresholds=np.asarray(r.thresholds[index], dtype=np.float64),
         index=index,
         rule=rule,
     )
@@ -171,7 +190,7 @@ def tar_at_far_points(
     else:
         if scores is None:
             raise ValueError("scores is required when labels is not a Roc")
-        r = roc(labels, scores, drop_intermediate=True)
+        r = _roc_prefix(labels, scores, float(f.max()))
     return _pick(r, f, rule)
 
 
