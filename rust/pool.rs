@@ -80,3 +80,19 @@ pub fn pool() -> Arc<ThreadPool> {
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     pool().install(f)
 }
+
+/// A raw pointer that parallel tasks share to write disjoint elements of one output buffer
+/// (scatter passes, where each task's slots come from exact prefix counts).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut<T>(pub(crate) *mut T);
+// SAFETY: only used where every element is written by exactly one task (see call sites).
+unsafe impl<T> Send for SharedOut<T> {}
+unsafe impl<T> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    #[inline(always)]
+    pub(crate) fn get(&self) -> *mut T {
+        self.0
+    }
+}

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::pool;
+use crate::pool::{self, SharedOut};
 
 /// Scores are validated and bucketed in blocks of this many values, in parallel.
 const BLOCK: usize = 1 << 20;
@@ -289,22 +289,6 @@ fn validate<S: Score>(labels: &[u8], scores: &[S]) -> Result<()> {
         return Err(Error::Value("labels and scores are empty".into()));
     }
     Ok(())
-}
-
-/// Split scores into genuine and impostor keys, rejecting NaN scores and labels other than 0/1.
-/// A raw pointer shared by tasks that write disjoint elements of one buffer.
-#[derive(Clone, Copy)]
-struct SharedOut<T>(*mut T);
-// SAFETY: used only where every element is written by exactly one task (see call sites).
-unsafe impl<T> Send for SharedOut<T> {}
-unsafe impl<T> Sync for SharedOut<T> {}
-
-impl<T> SharedOut<T> {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    #[inline(always)]
-    fn get(&self) -> *mut T {
-        self.0
-    }
 }
 
 /// Pass 1 over the scores: validation, the genuine keys (sorted) and, per block of [`BLOCK`]

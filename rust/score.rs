@@ -2,7 +2,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::pool;
+use crate::pool::{self, SharedOut};
 
 /// Pairs scored per task; small enough to balance, large enough to amortise scheduling.
 const CHUNK: usize = 1 << 14;
@@ -212,21 +212,6 @@ fn score_chunk(
         );
     }
     Ok(())
-}
-
-/// A raw pointer that tasks may share to write disjoint elements of one output buffer.
-#[derive(Clone, Copy)]
-struct SharedOut<T>(*mut T);
-// SAFETY: used only where every element is written by exactly one task (see call sites).
-unsafe impl<T> Send for SharedOut<T> {}
-unsafe impl<T> Sync for SharedOut<T> {}
-
-impl<T> SharedOut<T> {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    #[inline(always)]
-    fn get(&self) -> *mut T {
-        self.0
-    }
 }
 
 /// Template features above this size are scored tile by tile (they would not stay in cache).
