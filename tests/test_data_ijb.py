@@ -352,7 +352,7 @@ def test_crops_pickle_and_dataloader_workers(ijbc: dict[str, Any]) -> None:
     np.testing.assert_array_equal(clone[2][0].numpy(), ds[2][0].numpy())
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
     seen = []
-    for img, flip, idx in loader:
+    for img, _flip, idx in loader:
         assert img.shape[1:] == (3, 112, 112)
         for j, row in enumerate(idx.tolist()):
             np.testing.assert_array_equal(
