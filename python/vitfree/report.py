@@ -89,13 +89,12 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def save_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
-    """Write ``results.json`` (everything, both TAR rules) and ``results.csv`` (the table)."""
+def _write_results(out: str | os.PathLike[str], payload: dict[str, Any], rows: list[dict[str, Any]]) -> list[Path]:
+    """``results.json`` with ``payload`` and ``results.csv`` with the table ``rows``."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     js = folder / "results.json"
-    js.write_text(json.dumps({"info": info, "exits": [r.as_dict() for r in results]}, indent=2))
-    rows = ijb_rows(results)
+    js.write_text(json.dumps(payload, indent=2))
     cols = list(dict.fromkeys(k for row in rows for k in row))
     cs = folder / "results.csv"
     with cs.open("w", newline="") as fh:
@@ -103,6 +102,12 @@ def save_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], info: d
         w.writeheader()
         w.writerows(rows)
     return [js, cs]
+
+
+def save_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
+    """Write ``results.json`` (everything, both TAR rules) and ``results.csv`` (the table)."""
+    payload = {"info": info, "exits": [r.as_dict() for r in results]}
+    return _write_results(out, payload, ijb_rows(results))
 
 
 def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: str = "") -> list[Path]:
@@ -205,22 +210,11 @@ def format_bin_table(results: Sequence[Any], title: str = "") -> str:
 
 def save_bin(results: Sequence[Any], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
     """Write ``results.json`` (per set and exit, fold accuracies included) and ``results.csv``."""
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     sets: dict[str, Any] = {}
     for r in results:
         entry = sets.setdefault(r.name, {"n_pairs": r.n_pairs, "exits": []})
         entry["exits"].append(r.as_dict())
-    js = folder / "results.json"
-    js.write_text(json.dumps({"info": info, "sets": sets}, indent=2))
-    rows = bin_rows(results)
-    cols = list(dict.fromkeys(k for row in rows for k in row))
-    cs = folder / "results.csv"
-    with cs.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    return [js, cs]
+    return _write_results(out, {"info": info, "sets": sets}, bin_rows(results))
 
 
 def plot_bin(results: Sequence[Any], out: str | os.PathLike[str], title: str = "") -> list[Path]:
