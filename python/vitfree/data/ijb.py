@@ -141,6 +141,21 @@ def _read_bytes(path: Path, what: str) -> bytes:
 # --------------------------------------------------------------------------------------------
 
 
+def _check_field(path: Path, lineno: int, field: bytes, kind: str, text: str) -> None:
+    """Raise unless ``field`` parses as an int64 (``kind == "integer"``) or a float."""
+    try:
+        if kind == "integer":
+            if not -(2**63) < int(field) < 2**63 - 1:
+                raise ValueError
+        else:
+            float(field)
+    except ValueError:
+        raise IJBFormatError(
+            f"{path}:{lineno}: {field.decode('utf-8', 'replace')!r} is not a valid "
+            f"{kind} in line {text!r}"
+        ) from None
+
+
 def _line_error(
     path: Path, data: bytes, start: int, stop: int, line0: int, ncols: int, kind: str
 ) -> None:
@@ -166,18 +181,7 @@ def _line_error(
                 f"{path}:{lineno}: expected {ncols} {kind} fields, got {len(fields)}: {text!r}"
             )
         for f in fields:
-            try:
-                if kind == "integer":
-                    v = int(f)
-                    if not -(2**63) < v < 2**63 - 1:
-                        raise ValueError
-                else:
-                    float(f)
-            except ValueError:
-                raise IJBFormatError(
-                    f"{path}:{lineno}: {f.decode('utf-8', 'replace')!r} is not a valid "
-                    f"{kind} in line {text!r}"
-                ) from None
+            _check_field(path, lineno, f, kind, text)
 
 
 def _chunk_bounds(data: bytes, chunk_bytes: int) -> list[tuple[int, int]]:
@@ -313,17 +317,7 @@ def _named_line_error(
                 f"{kind}s), got {len(fields)}: {text!r}"
             )
         for f in fields[1:]:
-            try:
-                if dtype is np.int64:
-                    if not -(2**63) < int(f) < 2**63 - 1:
-                        raise ValueError
-                else:
-                    float(f)
-            except ValueError:
-                raise IJBFormatError(
-                    f"{path}:{lineno}: {f.decode('utf-8', 'replace')!r} is not a valid "
-                    f"{kind} in line {text!r}"
-                ) from None
+            _check_field(path, lineno, f, kind, text)
 
 
 # --------------------------------------------------------------------------------------------
