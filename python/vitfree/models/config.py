@@ -1,0 +1,117 @@
+"""Architecture of a face ViT : :class:`ViTConfig` and the named variants."""
+
+import dataclasses
+from typing import Any
+
+__all__ = ["VARIANTS", "ViTConfig", "get_config"]
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a face ViT; everything needed to rebuild an empty model.
+
+    Args:
+        img_size: Input height and width in pixels (112 for every published face ViT).
+        patch_size: Patch-embedding kernel and stride (9 -> 12x12 = 144 tokens).
+        in_chans: Input channels (3, RGB).
+        embed_dim: Token width D.
+        depth: Number of transformer blocks.
+        num_heads: Attention heads (8 for insightface / TransFace / LVFace).
+        mlp_ratio: MLP hidden width as a multiple of D.
+        qkv_bias: Whether the fused qkv projection has a bias (False in the published models).
+        num_features: Embedding size produced by the ``feature`` head.
+        senet: Whether the head has TransFace's ``senet`` token weighting.
+        mask_token: Whether the (training-only) ``mask_token`` parameter exists; published
+            checkpoints carry it, so it is kept for strict loading.
+        norm_eps: LayerNorm epsilon.
+        bn_eps: BatchNorm1d epsilon of the ``feature`` head.
+        drop_path_rate: Stochastic-depth rate (training only; linearly increasing per block).
+        fp32_attention: Under autocast, compute attention in float32 as the reference
+            implementation does (qkv/proj/MLP stay in the autocast dtype).  No effect in fp32.
+    """
+
+    img_size: int = 112
+    patch_size: int = 9
+    in_chans: int = 3
+    embed_dim: int = 512
+    depth: int = 12
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = False
+    num_features: int = 512
+    senet: bool = False
+    mask_token: bool = True
+    norm_eps: float = 1e-5
+    bn_eps: float = 2e-5
+    drop_path_rate: float = 0.0
+    fp32_attention: bool = True
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per side (112 // 9 = 12; the last pixels are never seen)."""
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Number of tokens (144 for the published models)."""
+        return self.grid_size**2
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    def replace(self, **changes: Any) -> "ViTConfig":
+        """A copy with some fields changed (``cfg.replace(depth=6)``)."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> str:
+        """Short human description used in error messages."""
+        extra = ", senet" if self.senet else ""
+        return (
+            f"D={self.embed_dim}, depth={self.depth}, {self.num_patches} tokens "
+            f"(patch {self.patch_size}), mlp {self.mlp_hidden}{extra}"
+        )
+
+
+_BASE = {
+    "vit_t": {"embed_dim": 256, "depth": 12},
+    "vit_s": {"embed_dim": 512, "depth": 12},
+    "vit_b": {"embed_dim": 512, "depth": 24},
+    "vit_l": {"embed_dim": 768, "depth": 24},
+    "vit_h": {"embed_dim": 1024, "depth": 48},
+}
+
+#: Named architectures.  The suffixed insightface config names differ from their base only
+#: in training-time drop-path and masking, so they map to the same inference architecture.
+#: ``cvlface_vit_s``/``cvlface_vit_b`` are CVLface/AdaFace ViTs (patch 8 -> 196 tokens).
+VARIANTS: dict[str, ViTConfig] = {
+    **{name: ViTConfig(**kw) for name, kw in _BASE.items()},  # type: ignore[arg-type]
+    "vit_t_dp005_mask0": ViTConfig(**_BASE["vit_t"]),  # type: ignore[arg-type]
+    "vit_s_dp005_mask_0": ViTConfig(**_BASE["vit_s"]),  # type: ignore[arg-type]
+    "vit_b_dp005_mask_005": ViTConfig(**_BASE["vit_b"]),  # type: ignore[arg-type]
+    "vit_l_dp005_mask_005": ViTConfig(**_BASE["vit_l"]),  # type: ignore[arg-type]
+    "cvlface_vit_s": ViTConfig(embed_dim=512, depth=12, patch_size=8, mlp_ratio=5.0, num_heads=8),
+    "cvlface_vit_b": ViTConfig(embed_dim=512, depth=24, patch_size=8, mlp_ratio=3.0, num_heads=16),
+}
+
+
+def get_config(name: str, **overrides: Any) -> ViTConfig:
+    """The :class:`ViTConfig` of a named variant, with optional field overrides.
+
+    Args:
+        name: One of :data:`VARIANTS` (``vit_t`` ... ``vit_h``, the suffixed insightface names).
+        **overrides: Fields to change, e.g. ``senet=True`` for TransFace.
+    """
+    try:
+        cfg = VARIANTS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {name!r}; known: {', '.join(sorted(VARIANTS))}"
+        ) from None
+    return cfg.replace(**overrides) if overrides else cfg
+
