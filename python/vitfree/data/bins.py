@@ -24,12 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from vitfree.data.align import ALIGNED_SIZE
+from vitfree.errors import BinFormatError
 
 __all__ = ["BinFormatError", "PairSet", "decode_images", "load_bin", "load_pair_list"]
-
-
-class BinFormatError(ValueError):
-    """A ``.bin`` file or pair list that cannot be read as a verification set."""
 
 
 @dataclass(frozen=True, eq=False)

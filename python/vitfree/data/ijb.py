@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vitfree.data.align import ALIGNED_SIZE, align_face
+from vitfree.errors import IJBFormatError
 
 __all__ = [
     "IJB1N",
@@ -61,10 +62,6 @@ _GALLERIES: dict[str, tuple[str, str]] = {"IJBC": ("G1", "G2"), "IJBB": ("S1", "
 # Chunk size for the numeric parser: large enough that numpy's per-call overhead vanishes,
 # small enough that a chunk's int64 copy stays small next to the file itself.
 _CHUNK_BYTES = 1 << 24
-
-
-class IJBFormatError(ValueError):
-    """A meta file or csv that does not follow the IJB-B/C format (file and line named)."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""The exceptions of vitfree: one root, :class:`VitfreeError`, with the kinds of bad input under it.
+
+Every error that vitfree raises about a *file or value handed to it* derives from
+:class:`VitfreeError`, so an application (and vitfree's own command line) can catch that one
+class and let everything else, a bug included, keep its traceback.  The format errors also
+derive from :class:`ValueError`, which is what code written against earlier versions catches.
+
+Hierarchy::
+
+    VitfreeError
+    ├── FormatError (ValueError)            a file that does not follow its format
+    │   ├── IJBFormatError                  IJB-B/C meta files, 1:N csvs, crops
+    │   └── BinFormatError                  LFW-style .bin sets and pair lists
+    ├── CheckpointError (ValueError)        checkpoint / exit-head file unreadable or not fitting
+    └── StoreError (ValueError)             a feature store that cannot be resumed or read
+
+Plain argument mistakes (a wrong dtype, a negative batch size) stay ``TypeError`` /
+``ValueError``, as in NumPy and PyTorch; a missing file stays ``FileNotFoundError``.
+This module imports nothing, so every other module can use it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BinFormatError",
+    "CheckpointError",
+    "FormatError",
+    "IJBFormatError",
+    "StoreError",
+    "VitfreeError",
+]
+
+
+class VitfreeError(Exception):
+    """Root of the exceptions vitfree raises about its inputs (files, checkpoints, stores)."""
+
+
+class FormatError(VitfreeError, ValueError):
+    """A data file that does not follow its format; the message names the file (and line)."""
+
+
+class IJBFormatError(FormatError):
+    """A meta file or csv that does not follow the IJB-B/C format (file and line named)."""
+
+
+class BinFormatError(FormatError):
+    """A ``.bin`` verification set or pair list that cannot be read (the file is named)."""
+
+
+class CheckpointError(VitfreeError, ValueError):
+    """A checkpoint or head file that cannot be read or does not fit the model."""
+
+
+class StoreError(VitfreeError, ValueError):
+    """A feature store that cannot be resumed or read (the folder and the reason named)."""
