@@ -1,5 +1,10 @@
 """Face-recognition ViTs (insightface / TransFace / LVFace) with training-free early exits.
 
+Layers, bottom to top (each imports only the ones above it): ``config`` (architecture, the
+exit resolver), ``layers``, ``heads`` (the head interface and kinds), ``backbone`` (block
+stepping), ``files`` (checkpoint and exit-head files), ``costs`` (FLOPs, speed), ``vit`` (the
+model with exits), ``checkpoint`` (loading into a model), ``export``, ``preprocess``.
+
 Typical use::
 
     from vitfree.models import load, preprocess
@@ -10,17 +15,26 @@ Typical use::
     small = model.truncate(6)                      # 6 blocks + head, exportable
 """
 
-from vitfree.models.checkpoint import (
-    CheckpointError,
+from vitfree.errors import CheckpointError
+from vitfree.models.backbone import ViTBackbone
+from vitfree.models.checkpoint import infer_config, load, model_fingerprint
+from vitfree.models.config import resolve_exit, resolve_exits
+from vitfree.models.costs import (
+    ExitCost,
+    exit_cost_records,
+    exit_cost_table,
+    exit_costs,
+    measure_speed,
+)
+from vitfree.models.export import export_onnx, export_torchscript
+from vitfree.models.files import (
     describe_mismatch,
-    infer_config,
-    load,
+    read_exit_head_specs,
     read_exit_heads,
     read_state_dict,
     save_exit_heads,
 )
-from vitfree.models.costs import ExitCost, exit_costs
-from vitfree.models.export import export_onnx, export_torchscript
+from vitfree.models.heads import Head, HeadSpec, head_kinds
 from vitfree.models.preprocess import preprocess
 from vitfree.models.vit import (
     VARIANTS,
@@ -28,6 +42,7 @@ from vitfree.models.vit import (
     Block,
     DropPath,
     ExitHead,
+    Intermediates,
     Mlp,
     PatchEmbed,
     VisionTransformer,
@@ -53,21 +68,33 @@ __all__ = [
     "DropPath",
     "ExitCost",
     "ExitHead",
+    "Head",
+    "HeadSpec",
+    "Intermediates",
     "Mlp",
     "PatchEmbed",
+    "ViTBackbone",
     "ViTConfig",
     "VisionTransformer",
     "create_model",
     "describe_mismatch",
+    "exit_cost_records",
+    "exit_cost_table",
     "exit_costs",
     "export_onnx",
     "export_torchscript",
     "get_config",
+    "head_kinds",
     "infer_config",
     "load",
+    "measure_speed",
+    "model_fingerprint",
     "preprocess",
+    "read_exit_head_specs",
     "read_exit_heads",
     "read_state_dict",
+    "resolve_exit",
+    "resolve_exits",
     "save_exit_heads",
     "vit_b",
     "vit_b_dp005_mask_005",

@@ -10,6 +10,7 @@ here, never in the model, so the model keeps exactly the published state_dict na
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from vitfree.models.vit import VARIANTS, VisionTransformer, ViTConfig
 __all__ = [
     "CheckpointError",
     "describe_mismatch",
+    "model_fingerprint",
     "infer_config",
     "load",
     "read_exit_heads",
@@ -164,3 +166,22 @@ def load(
     if heads:
         model.set_exit_heads(heads)
     return model
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short digest of a model's state_dict: names, shapes, dtypes and sampled values.
+
+    Up to 4096 evenly spaced values per tensor are hashed exactly (no reductions, so the
+    digest does not depend on the device); two different checkpoints differ in essentially
+    every weight, so this tells them apart in well under a second even for vit_h.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        flat = t.detach().reshape(-1)
+        if flat.numel() > 4096:
+            # integer spacing: float linspace rounds past the end for tensors of > 2^24 values
+            idx = torch.arange(4096, device=flat.device) * (flat.numel() - 1) // 4095
+            flat = flat[idx]
+        h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]

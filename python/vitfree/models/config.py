@@ -1,9 +1,11 @@
-"""Architecture of a face ViT : :class:`ViTConfig` and the named variants."""
+"""Architecture of a face ViT (:class:`ViTConfig`, the named variants) and the exit resolver."""
 
 import dataclasses
+import operator
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["VARIANTS", "ViTConfig", "get_config"]
+__all__ = ["VARIANTS", "ViTConfig", "get_config", "resolve_exit", "resolve_exits"]
 
 
 # --------------------------------------------------------------------------------------
@@ -115,3 +117,55 @@ def get_config(name: str, **overrides: Any) -> ViTConfig:
         ) from None
     return cfg.replace(**overrides) if overrides else cfg
 
+
+# --------------------------------------------------------------------------------------
+# exits: the one resolver
+# --------------------------------------------------------------------------------------
+
+
+def _is_int(x: Any) -> bool:
+    try:
+        operator.index(x)
+    except TypeError:
+        return False
+    return True
+
+
+def resolve_exit(k: Any, depth: int) -> int:
+    """1-based block index of exit ``k`` of a ``depth``-block model.
+
+    Exit ``k`` is the output of block ``k`` (1-based); negative ``k`` counts from the end
+    (``-1`` is the last block).  Every exit-taking function of vitfree goes through here.
+
+    Raises:
+        TypeError: ``k`` is not an integer (bools are refused too).
+        ValueError: ``k`` is 0 or outside ``-depth..depth``.
+    """
+    if isinstance(k, bool) or not _is_int(k):
+        raise TypeError(f"exits must be integers, got {k!r} ({type(k).__name__})")
+    k = operator.index(k)
+    if k == 0 or not -depth <= k <= depth:
+        raise ValueError(
+            f"exit {k} is out of range for a {depth}-block model: "
+            f"use 1..{depth} (1-based) or -{depth}..-1 (from the end)"
+        )
+    return k if k > 0 else depth + 1 + k
+
+
+def resolve_exits(exits: Iterable[Any] | None, depth: int) -> list[int]:
+    """1-based block indices of ``exits`` in the given order; ``None`` means every block.
+
+    Raises:
+        TypeError: ``exits`` is not a sequence of integers.
+        ValueError: an exit out of range (see :func:`resolve_exit`), or no exit at all.
+    """
+    if exits is None:
+        return list(range(1, depth + 1))
+    if isinstance(exits, (str, bytes)) or not isinstance(exits, Iterable):
+        if _is_int(exits):
+            raise TypeError(f"exits must be a sequence of integers, e.g. [{exits!r}], got {exits!r}")
+        raise TypeError(f"exits must be a sequence of integers, got {exits!r}")
+    resolved = [resolve_exit(k, depth) for k in exits]
+    if not resolved:
+        raise ValueError(f"exits is empty: ask for at least one of 1..{depth}")
+    return resolved

@@ -10,18 +10,24 @@ here, never in the model, so the model keeps exactly the published state_dict na
 
 Exit-head file format (written by :func:`save_exit_heads`):
 
-* ``.pt``/``.pth``: ``torch.save({"format": "vitfree.exit_heads", "version": 1,
-  "exits": {k: head_state_dict}})`` with ``k`` the 1-based exit (int) and
-  ``head_state_dict`` the state_dict of a :class:`vitfree.models.ExitHead`
-  (``norm.*``, optional ``senet.*``, ``feature.*``: the same names as the checkpoint's head).
+* ``.pt``/``.pth``: ``torch.save({"format": "vitfree.exit_heads", "version": 2,
+  "exits": {k: head_state_dict}, "kinds": {k: kind}, "options": {k: {...}}})`` with ``k``
+  the 1-based exit (int), ``kind`` the head's :attr:`vitfree.models.heads.Head.kind`
+  (``"copy"``: an :class:`vitfree.models.ExitHead`, whose tensors are ``norm.*``, optional
+  ``senet.*``, ``feature.*``: the same names as the checkpoint's head) and ``options`` what
+  rebuilds the head (:meth:`Head.options`).  Version 1 had no ``kinds``/``options``: all
+  its heads are ``"copy"`` heads.  Only plain containers are stored, so the file reads with
+  ``torch.load(weights_only=True)``.
 * ``.safetensors``: the same tensors flattened to ``exits.{k}.{name}``, with
-  ``{"format": "vitfree.exit_heads", "version": "1"}`` as metadata.
+  ``{"format": "vitfree.exit_heads", "version": "2", "kinds": json, "options": json}`` as
+  metadata.
 
 :func:`read_exit_heads` accepts either layout in either container.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -33,10 +39,12 @@ import torch
 from torch import Tensor, nn
 
 from vitfree.errors import CheckpointError
+from vitfree.models.heads import Head, HeadSpec
 
 __all__ = [
     "EXIT_HEADS_FORMAT",
     "describe_mismatch",
+    "read_exit_head_specs",
     "read_exit_heads",
     "read_state_dict",
     "save_exit_heads",
@@ -45,6 +53,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 EXIT_HEADS_FORMAT = "vitfree.exit_heads"
+EXIT_HEADS_VERSION = 2
 _PREFIXES = ("module.", "_orig_mod.", "net.", "backbone.", "model.")
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 
@@ -213,46 +222,114 @@ def describe_mismatch(
 # --------------------------------------------------------------------------------------
 
 
-def save_exit_heads(path: PathLike, heads: Mapping[int, nn.Module | Mapping[str, Tensor]]) -> None:
-    """Write exit-specific heads ``{exit: ExitHead or head state_dict}`` (format above)."""
+def save_exit_heads(
+    path: PathLike, heads: Mapping[int, nn.Module | HeadSpec | Mapping[str, Tensor]]
+) -> None:
+    """Write exit-specific heads ``{exit: Head, HeadSpec or head state_dict}`` (format above).
+
+    A :class:`vitfree.models.heads.Head` records its ``kind`` and ``options``; a plain
+    state_dict is recorded as a ``"copy"`` head.
+    """
     p = Path(path)
     flat: dict[int, dict[str, Tensor]] = {}
+    kinds: dict[int, str] = {}
+    options: dict[int, dict[str, Any]] = {}
     for k, h in heads.items():
-        sd = h.state_dict() if isinstance(h, nn.Module) else h
+        if isinstance(h, HeadSpec):
+            kind, opts, sd = h.kind, h.options, h.state_dict
+        elif isinstance(h, Head):
+            kind, opts, sd = h.kind, h.options(), h.state_dict()
+        elif isinstance(h, nn.Module):
+            kind, opts, sd = "copy", {}, h.state_dict()
+        else:
+            kind, opts, sd = "copy", {}, h
         flat[int(k)] = {n: t.detach().cpu().contiguous() for n, t in sd.items()}
+        kinds[int(k)] = kind
+        options[int(k)] = dict(opts)
     if p.suffix.lower() == ".safetensors":
         from safetensors.torch import save_file
 
         tensors = {f"exits.{k}.{n}": t for k, sd in flat.items() for n, t in sd.items()}
-        save_file(tensors, str(p), metadata={"format": EXIT_HEADS_FORMAT, "version": "1"})
+        meta = {
+            "format": EXIT_HEADS_FORMAT,
+            "version": str(EXIT_HEADS_VERSION),
+            "kinds": json.dumps({str(k): v for k, v in kinds.items()}),
+            "options": json.dumps({str(k): v for k, v in options.items()}),
+        }
+        save_file(tensors, str(p), metadata=meta)
     else:
-        torch.save({"format": EXIT_HEADS_FORMAT, "version": 1, "exits": flat}, p)
+        torch.save(
+            {
+                "format": EXIT_HEADS_FORMAT,
+                "version": EXIT_HEADS_VERSION,
+                "exits": flat,
+                "kinds": kinds,
+                "options": options,
+            },
+            p,
+        )
 
 
 def read_exit_heads(path: PathLike) -> dict[int, dict[str, Tensor]]:
-    """Read an exit-head file into ``{exit: head state_dict}`` (either layout)."""
+    """Read an exit-head file into ``{exit: head state_dict}`` (either layout, any version)."""
+    return {k: spec.state_dict for k, spec in read_exit_head_specs(path).items()}
+
+
+def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
+    """Read an exit-head file into ``{exit: HeadSpec}`` (kind, options, state_dict).
+
+    Version-1 files (and bare ``exits.<k>.<name>`` state_dicts) hold ``"copy"`` heads.
+    """
     p = Path(path)
     obj = _read_file(p)
+    kinds: Mapping[Any, Any] = {}
+    options: Mapping[Any, Any] = {}
     if isinstance(obj, Mapping) and isinstance(obj.get("exits"), Mapping):
-        out: dict[int, dict[str, Tensor]] = {}
+        sds: dict[int, dict[str, Tensor]] = {}
         for k, sd in obj["exits"].items():
             if not isinstance(sd, Mapping):
                 raise CheckpointError(f"{p}: exits[{k!r}] is not a state_dict")
-            out[_exit_key(k, p)] = _strip_prefixes(dict(sd))
-        if not out:
+            sds[_exit_key(k, p)] = _strip_prefixes(dict(sd))
+        if not sds:
             raise CheckpointError(f"{p} holds no exit heads")
-        return out
-    sd = _strip_prefixes(_unwrap(obj, p))
-    out = {}
-    for key, t in sd.items():
-        m = re.match(r"(?:exits|exit_heads)\.(-?\d+)\.(.+)$", key)
-        if not m:
-            raise CheckpointError(
-                f"{p} is not an exit-head file: key {key!r} is not exits.<k>.<name> "
-                f"(it looks like {_looks_like(sd)})"
-            )
-        out.setdefault(int(m.group(1)), {})[m.group(2)] = t
-    return out
+        kinds = obj.get("kinds") or {}
+        options = obj.get("options") or {}
+    else:
+        sd = _strip_prefixes(_unwrap(obj, p))
+        sds = {}
+        for key, t in sd.items():
+            m = re.match(r"(?:exits|exit_heads)\.(-?\d+)\.(.+)$", key)
+            if not m:
+                raise CheckpointError(
+                    f"{p} is not an exit-head file: key {key!r} is not exits.<k>.<name> "
+                    f"(it looks like {_looks_like(sd)})"
+                )
+            sds.setdefault(int(m.group(1)), {})[m.group(2)] = t
+        if p.suffix.lower() == ".safetensors":
+            kinds, options = _safetensors_head_metadata(p)
+    specs = {}
+    for k, sd in sds.items():
+        kind = kinds.get(k, kinds.get(str(k), "copy"))
+        opts = options.get(k, options.get(str(k), {}))
+        if not isinstance(kind, str) or not isinstance(opts, Mapping):
+            raise CheckpointError(f"{p}: the kind or options recorded for exit {k} are malformed")
+        specs[k] = HeadSpec(kind, dict(opts), sd)
+    return specs
+
+
+def _safetensors_head_metadata(p: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(str(p), framework="pt") as f:
+        meta = f.metadata() or {}
+    try:
+        kinds = json.loads(meta.get("kinds", "{}"))
+        options = json.loads(meta.get("options", "{}"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: malformed head kinds/options in the metadata: {e}") from None
+    if not isinstance(kinds, dict) or not isinstance(options, dict):
+        raise CheckpointError(f"{p}: malformed head kinds/options in the metadata")
+    return kinds, options
 
 
 def _exit_key(k: Any, p: Path) -> int:

@@ -1,7 +1,7 @@
 """Face-recognition Vision Transformers (insightface arcface_torch / TransFace / LVFace layout)
 with training-free early exits.
 
-The layer order, numerics and state_dict names follow PROTOCOLS.md section 1, so checkpoints
+The layer order, numerics and state_dict names follow docs/protocols.md §1, so checkpoints
 published for insightface's ``vit_*`` backbones, TransFace (with its ``senet`` token weighting)
 and LVFace load with ``load_state_dict(strict=True)``:
 
@@ -10,7 +10,7 @@ and LVFace load with ``load_state_dict(strict=True)``:
 * head: ``norm`` -> [``senet`` token weights] -> flatten all tokens -> ``feature``
   (Linear, BatchNorm1d, Linear, BatchNorm1d) -> raw 512-d embedding.
 
-Early exits (PROTOCOLS.md section 2): exit ``k`` (1-based) is the head applied to the output
+Early exits (docs/protocols.md §2): exit ``k`` (1-based) is the head applied to the output
 of ``blocks[k - 1]``; negative ``k`` counts from the end (``-1`` is the last block).  Exit
 ``depth`` is the unchanged model.
 
@@ -38,9 +38,24 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from vitfree.models.config import VARIANTS, ViTConfig, get_config
-from vitfree.models.heads import ExitHead, _make_feature, _make_senet
-from vitfree.models.layers import Attention, Block, DropPath, Mlp, PatchEmbed, _autocast_on
+from vitfree.errors import CheckpointError
+from vitfree.models.backbone import ViTBackbone
+from vitfree.models.config import VARIANTS, ViTConfig, _is_int, get_config, resolve_exit
+from vitfree.models.costs import ExitCost, exit_costs
+from vitfree.models.files import (
+    describe_mismatch,
+    read_exit_head_specs,
+    save_exit_heads,
+)
+from vitfree.models.heads import (
+    ExitHead,
+    Head,
+    HeadSpec,
+    _make_feature,
+    _make_senet,
+    fp32_under_autocast,
+)
+from vitfree.models.layers import Attention, Block, DropPath, Mlp, PatchEmbed
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -51,6 +66,7 @@ __all__ = [
     "Block",
     "DropPath",
     "ExitHead",
+    "Intermediates",
     "Mlp",
     "PatchEmbed",
     "ViTConfig",
@@ -71,12 +87,29 @@ __all__ = [
 HeadChoice = Literal["auto", "shared", "exit"]
 
 
+@dataclasses.dataclass
+class Intermediates:
+    """What :meth:`VisionTransformer.intermediates` returns (one type, whatever is asked).
+
+    Attributes:
+        tokens: ``{exit: (B, N, D)}`` output of each requested block (1-based), normalised
+            with the shared ``norm`` when asked.
+        attentions: ``{exit: (B, heads, N, N)}`` attention probabilities of each requested
+            block; empty unless asked.
+        last: (B, N, D) un-normalised output of the last block run.
+    """
+
+    tokens: dict[int, Tensor]
+    attentions: dict[int, Tensor]
+    last: Tensor
+
+
 # --------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ViTBackbone):
     """Face ViT with training-free early exits.
 
     Input: (B, 3, 112, 112) float tensors normalised as ``(x / 255 - 0.5) / 0.5``
@@ -84,9 +117,11 @@ class VisionTransformer(nn.Module):
     (un-normalised) (B, num_features) embedding of the full-depth model.
 
     Exits: :meth:`forward_exits` (several from one pass), :meth:`forward_exit`,
-    :meth:`truncate` (a deployable depth-k model), :meth:`forward_intermediates` (tokens and
-    attention maps for analysis), :meth:`exit_costs`; exit-specific heads with
-    :meth:`set_exit_heads` / :meth:`load_exit_heads`.
+    :meth:`truncate` (a deployable depth-k model), :meth:`intermediates` (tokens and
+    attention maps for analysis), :meth:`exit_costs`; exit-specific heads (any
+    :class:`vitfree.models.heads.Head`) with :meth:`set_exit_heads` / :meth:`load_exit_heads`.
+    Block stepping (:meth:`embed`, :meth:`run_blocks`, :meth:`head_at`) is inherited from
+    :class:`vitfree.models.backbone.ViTBackbone` and is what the exits are built on.
 
     Mixed precision on GPU: call the model inside ``torch.autocast("cuda", torch.bfloat16)``
     (or ``torch.float16``).  The linear layers then run in that dtype while attention
@@ -129,7 +164,6 @@ class VisionTransformer(nn.Module):
         drop_path_rate: float = 0.0,
         fp32_attention: bool = True,
     ) -> None:
-        super().__init__()
         cfg = ViTConfig(
             img_size=img_size,
             patch_size=patch_size,
@@ -147,37 +181,9 @@ class VisionTransformer(nn.Module):
             drop_path_rate=drop_path_rate,
             fp32_attention=fp32_attention,
         )
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        if cfg.grid_size < 1:
-            raise ValueError(f"patch_size {patch_size} is larger than img_size {img_size}")
-        self.config = cfg
-        #: Name of the variant this model was built from, when known (set by the factories).
-        self.arch: str | None = None
-        self.img_size = img_size
-        self.in_chans = in_chans
-        self.embed_dim = embed_dim
-        self.num_patches = cfg.num_patches
-        self.num_features = num_features
-
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches, embed_dim))
-        self.mask_token: nn.Parameter | None = (
-            nn.Parameter(torch.zeros(1, 1, embed_dim)) if mask_token else None
-        )
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            Block(
-                embed_dim,
-                num_heads,
-                cfg.mlp_hidden,
-                qkv_bias=qkv_bias,
-                norm_eps=norm_eps,
-                drop_path=rates[i],
-                fp32_attention=fp32_attention,
-            )
-            for i in range(depth)
-        )
+        super().__init__(cfg)
+        # The checkpoint's head keeps its published names (norm, senet, feature) at the top
+        # level, so strict loading of insightface/TransFace/LVFace files works.
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         self.senet: nn.Sequential | None = _make_senet(cfg) if senet else None
         self.feature = _make_feature(cfg)
@@ -191,118 +197,45 @@ class VisionTransformer(nn.Module):
         """Build an (untrained) model from a :class:`ViTConfig`."""
         return cls(**dataclasses.asdict(cfg))
 
-    def _init_weights(self) -> None:
-        # Same scheme as the reference (trunc-normal 0.02 for Linear and pos_embed), so a
-        # freshly built model is a sensible starting point; checkpoints overwrite it anyway.
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.mask_token is not None:
-            nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+    # ---------------------------------------------------------------- heads
 
-    # ---------------------------------------------------------------- input and exits
-
-    @property
-    def depth(self) -> int:
-        return len(self.blocks)
-
-    @torch.jit.unused
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
-        size, c = self.img_size, self.in_chans
-        want = f"(B, {c}, {size}, {size})"
-        if x.dim() != 4:
-            raise ValueError(f"expected a {want} image batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != c:
-            hint = ""
-            if x.shape[-1] == c:
-                hint = " (looks channels-last: use x.permute(0, 3, 1, 2) or preprocess())"
-            raise ValueError(
-                f"expected {c} channels in dim 1 of a {want} batch, got {x.shape[1]}"
-                f" (shape {tuple(x.shape)}){hint}"
-            )
-        if x.shape[2] != size or x.shape[3] != size:
-            raise ValueError(
-                f"expected {size}x{size} images, got {x.shape[2]}x{x.shape[3]}; "
-                f"align and crop faces to {size}x{size} first"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"expected a floating-point image batch normalised as (x / 255 - 0.5) / 0.5, "
-                f"got dtype {x.dtype}; use vitfree.models.preprocess() on uint8 images"
-            )
-        want_dtype = self.pos_embed.dtype
-        if x.dtype != want_dtype:
-            raise TypeError(
-                f"input dtype {x.dtype} does not match the model's parameters ({want_dtype}); "
-                f"convert with x.to({want_dtype}) or use torch.autocast for mixed precision"
-            )
-
-    @torch.jit.unused
-    def resolve_exit(self, k: Any) -> int:
-        """1-based block index of exit ``k`` (negative counts from the end)."""
-        if isinstance(k, bool) or not _is_int(k):
-            raise TypeError(f"exits must be integers, got {k!r} ({type(k).__name__})")
-        k = operator.index(k)
-        d = self.depth
-        if k == 0 or not -d <= k <= d:
-            raise ValueError(
-                f"exit {k} is out of range for a {d}-block model: "
-                f"use 1..{d} (1-based) or -{d}..-1 (from the end)"
-            )
-        return k if k > 0 else d + 1 + k
-
-    @torch.jit.unused
-    def resolve_exits(self, exits: Iterable[int] | None) -> list[int]:
-        """1-based block indices of ``exits`` in the given order; ``None`` means all blocks."""
-        if exits is None:
-            return list(range(1, self.depth + 1))
-        if isinstance(exits, (str, bytes)) or not isinstance(exits, Iterable):
-            if _is_int(exits):
-                raise TypeError(
-                    f"exits must be a sequence of integers, e.g. [{exits!r}], got {exits!r}"
-                )
-            raise TypeError(f"exits must be a sequence of integers, got {exits!r}")
-        resolved = [self.resolve_exit(k) for k in exits]
-        if not resolved:
-            raise ValueError(f"exits is empty: ask for at least one of 1..{self.depth}")
-        return resolved
-
-    # ---------------------------------------------------------------- forward passes
-
-    def _embed(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():
-            self._check_input(x)
-        return self.patch_embed(x) + self.pos_embed
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Images (B, 3, H, W) -> output tokens of the last block (B, N, D), before ``norm``."""
-        x = self._embed(x)
-        for blk in self.blocks:
-            x = blk(x)
-        return x
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        """Block output tokens (B, N, D) -> embedding (B, num_features) with the shared head.
-
-        Under autocast the head runs in float32 like the reference evaluation (one GEMM).
-        """
-        if not torch.jit.is_scripting() and _autocast_on(x):
-            return self._forward_head_fp32(x)
+    def _head_embed(self, x: Tensor) -> Tensor:
+        # The checkpoint head written out (vitfree.models.heads.checkpoint_embed), because
+        # TorchScript cannot pass modules to a function; the two are tested equal.
         x = self.norm(x)
         senet = self.senet
         if senet is not None:
             x = x * senet(x.flatten(1)).unsqueeze(-1)
         return self.feature(x.flatten(1))
 
+    def forward_head(self, x: Tensor) -> Tensor:
+        """Block output tokens (B, N, D) -> embedding (B, num_features) with the shared head.
+
+        Under autocast the head runs in float32 like the reference evaluation (the one head
+        path of every head: :func:`vitfree.models.heads.fp32_under_autocast`).
+        """
+        if not torch.jit.is_scripting():
+            return self._forward_head_eager(x)
+        return self._head_embed(x)
+
     @torch.jit.unused
-    def _forward_head_fp32(self, x: Tensor) -> Tensor:
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            return self.forward_head(x.float())
+    def _forward_head_eager(self, x: Tensor) -> Tensor:
+        return fp32_under_autocast(self._head_embed, x)
+
+    @torch.jit.unused
+    def head_at(self, tokens: Tensor, exit: int, heads: HeadChoice = "auto") -> Tensor:
+        """Embedding (B, num_features) of exit ``exit`` from that block's tokens (B, N, D).
+
+        Args:
+            tokens: output of block ``exit`` (from :meth:`run_blocks`), before any norm.
+            exit: the exit, 1-based (negative from the end).
+            heads: which head, as in :meth:`forward_exits`.
+        """
+        k = self.resolve_exit(exit)
+        if self._use_exit_head(k, heads):
+            head: Head = self.exit_heads[str(k)]  # type: ignore[assignment]
+            return head(tokens)
+        return self.forward_head(tokens)
 
     def forward(self, x: Tensor) -> Tensor:
         """Images (B, 3, H, W) -> full-depth embedding (B, num_features)."""
@@ -313,13 +246,74 @@ class VisionTransformer(nn.Module):
         """TransFace's forward: (embedding, softmax(token weights), per-token std).
 
         Only for models with ``senet``; evaluation needs the embedding alone (:meth:`forward`).
+        The embedding comes from the one head path (:meth:`forward_head`); the token weights
+        and the std of the weighted tokens are computed beside it, in float32 under autocast.
         """
-        if self.senet is None:
+        senet = self.senet
+        if senet is None:
             raise ValueError("forward_transface needs a model with a TransFace senet head")
-        t = self.norm(self.forward_features(x))
-        w = self.senet(t.flatten(1))
-        t = t * w.unsqueeze(-1)
-        return self.feature(t.flatten(1)), w.softmax(dim=1), t.std(dim=2)
+        tokens = self.forward_features(x)
+
+        def weights_and_std(t: Tensor) -> Tensor:
+            t = self.norm(t)
+            w = senet(t.flatten(1))
+            return torch.cat([w, (t * w.unsqueeze(-1)).std(dim=2)], dim=1)
+
+        both = fp32_under_autocast(weights_and_std, tokens)
+        w, std = both.split(self.num_patches, dim=1)
+        return self.forward_head(tokens), w.softmax(dim=1), std
+
+    # ---------------------------------------------------------------- intermediates
+
+    @torch.jit.unused
+    def intermediates(
+        self,
+        x: Tensor,
+        exits: Iterable[int] | None = None,
+        *,
+        norm: bool = False,
+        attention: bool = False,
+        stop_early: bool = True,
+    ) -> Intermediates:
+        """Tokens (and optionally attention maps) after chosen blocks, from one pass.
+
+        Args:
+            x: Image batch (B, 3, H, W).
+            exits: Blocks to return, 1-based exits (negative from the end); None = all.
+            norm: Apply the shared ``norm`` to each returned token tensor (as exits see them).
+            attention: Also return each requested block's head-wise attention probabilities
+                (B, heads, N, N), computed explicitly as softmax(q k^T * scale).
+            stop_early: Do not run blocks past the deepest requested one.
+
+        Returns:
+            :class:`Intermediates`: ``tokens`` {exit: (B, N, D)}, ``attentions``
+            {exit: (B, heads, N, N)} (empty unless ``attention``), ``last`` the un-normalised
+            output of the last block run.
+        """
+        take = sorted(set(self.resolve_exits(None if exits is None else list(exits))))
+        return self._intermediates(x, take, norm, attention, stop_early)
+
+    @torch.jit.unused
+    def _intermediates(
+        self, x: Tensor, take: list[int], norm: bool, attention: bool, stop_early: bool
+    ) -> Intermediates:
+        take_set = set(take)
+        last = take[-1] if stop_early else self.depth
+        t = self.embed(x)
+        tokens: dict[int, Tensor] = {}
+        attentions: dict[int, Tensor] = {}
+        blocks: list[Block] = list(self.blocks)  # type: ignore[arg-type]
+        for k in range(1, last + 1):
+            wanted = k in take_set
+            if attention and wanted:
+                t, attn = blocks[k - 1].forward_with_attention(t, True)
+                if attn is not None:
+                    attentions[k] = attn
+            else:
+                t = self.run_blocks(t, k - 1, k)
+            if wanted:
+                tokens[k] = self.norm(t) if norm else t
+        return Intermediates(tokens=tokens, attentions=attentions, last=t)
 
     @torch.jit.unused
     def forward_intermediates(
@@ -331,20 +325,12 @@ class VisionTransformer(nn.Module):
         intermediates_only: bool = False,
         return_attention: bool = False,
     ) -> Any:
-        """Tokens (and optionally attention maps) of chosen blocks, from one pass.
+        """timm-compatible form of :meth:`intermediates` (0-based ``indices``).
 
         timm semantics: ``indices`` are 0-based block indices (negative from the end), an int
         ``n`` means the last ``n`` blocks, ``None`` all blocks.  With ``stop_early`` the pass
-        stops after the deepest requested block.
-
-        Args:
-            x: Image batch (B, 3, H, W).
-            indices: Blocks to return (see above).
-            norm: Apply the shared ``norm`` to each returned token tensor.
-            stop_early: Do not run blocks past the deepest requested one.
-            intermediates_only: Return only the intermediates.
-            return_attention: Also return each requested block's attention probabilities
-                (B, heads, N, N), computed explicitly as softmax(q k^T * scale).
+        stops after the deepest requested block.  Prefer :meth:`intermediates`, which has one
+        return type and 1-based exits like the rest of vitfree.
 
         Returns:
             ``intermediates`` (list of (B, N, D), in block order) if ``intermediates_only``,
@@ -354,50 +340,41 @@ class VisionTransformer(nn.Module):
             ``(final, intermediates, attentions)``).
         """
         take = self._take_indices(indices)
-        take_set = set(take)
-        last = max(take) + 1 if stop_early else self.depth
-        x = self._embed(x)
-        tokens: list[Tensor] = []
-        attentions: list[Tensor] = []
-        blocks: list[Block] = list(self.blocks)  # type: ignore[arg-type]
-        for i in range(last):
-            wanted = i in take_set
-            if return_attention and wanted:
-                x, attn = blocks[i].forward_with_attention(x, True)
-            else:  # through __call__, so forward hooks on blocks fire
-                x, attn = blocks[i](x), None
-            if wanted:
-                tokens.append(self.norm(x) if norm else x)
-                if attn is not None:
-                    attentions.append(attn)
+        out = self._intermediates(x, take, norm, return_attention, stop_early)
+        tokens = [out.tokens[k] for k in take]
+        attentions = [out.attentions[k] for k in take if k in out.attentions]
         if intermediates_only:
             return (tokens, attentions) if return_attention else tokens
-        return (x, tokens, attentions) if return_attention else (x, tokens)
+        return (out.last, tokens, attentions) if return_attention else (out.last, tokens)
 
     @torch.jit.unused
     def _take_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        """timm's 0-based ``indices`` -> sorted 1-based exits, through the one exit resolver."""
         d = self.depth
         if indices is None:
-            return list(range(d))
+            return list(range(1, d + 1))
         if _is_int(indices) and not isinstance(indices, bool):
             n = operator.index(indices)  # type: ignore[arg-type]
             if not 1 <= n <= d:
                 raise ValueError(f"indices={n} asks for the last {n} blocks of a {d}-block model")
-            return list(range(d - n, d))
+            return list(range(d - n + 1, d + 1))
         out = []
         for i in indices:  # type: ignore[union-attr]
             if isinstance(i, bool) or not _is_int(i):
                 raise TypeError(f"block indices must be integers, got {i!r}")
             j = operator.index(i)
-            if not -d <= j < d:
+            try:
+                out.append(resolve_exit(j + 1 if j >= 0 else j, d))
+            except ValueError:
                 raise ValueError(
                     f"block index {j} is out of range for a {d}-block model "
                     f"(0-based: 0..{d - 1} or -{d}..-1)"
-                )
-            out.append(j % d)
+                ) from None
         if not out:
             raise ValueError("indices is empty")
         return sorted(set(out))
+
+    # ---------------------------------------------------------------- exits
 
     @torch.jit.unused
     def forward_exits(
@@ -407,6 +384,9 @@ class VisionTransformer(nn.Module):
         heads: HeadChoice = "auto",
     ) -> dict[int, Tensor]:
         """Embeddings at several exits from one pass that stops at the deepest one.
+
+        Built on block stepping: :meth:`embed`, then :meth:`run_blocks` from exit to exit,
+        then each exit's head.
 
         Args:
             x: Image batch (B, 3, H, W), normalised.
@@ -428,13 +408,13 @@ class VisionTransformer(nn.Module):
         keys = wanted if exits is None else [operator.index(k) for k in exits]
         use_exit_head = {k: self._use_exit_head(k, heads) for k in wanted}
         unique = sorted(set(wanted))
-        deepest = unique[-1]
-        x = self._embed(x)
+        t = self.embed(x)
         tokens: dict[int, Tensor] = {}
-        for i in range(deepest):
-            x = self.blocks[i](x)
-            if i + 1 in use_exit_head:
-                tokens[i + 1] = x
+        done = 0
+        for k in unique:
+            t = self.run_blocks(t, done, k)
+            tokens[k] = t
+            done = k
         out: dict[int, Tensor] = {}
         shared = [k for k in unique if not use_exit_head[k]]
         batchable = not (self.training and self.feature.training)
@@ -450,7 +430,7 @@ class VisionTransformer(nn.Module):
                 out[k] = self.forward_head(tokens[k])
         for k in unique:
             if use_exit_head[k]:
-                out[k] = self.exit_heads[str(k)](tokens[k])
+                out[k] = self.head_at(tokens[k], k, heads)
         return {k_in: out[k] for k_in, k in zip(keys, wanted)}
 
     @torch.jit.unused
@@ -475,36 +455,53 @@ class VisionTransformer(nn.Module):
         return have and heads != "shared"
 
     @torch.jit.unused
-    def new_exit_head(self) -> ExitHead:
-        """A freshly initialised :class:`ExitHead` that fits this model (same device/dtype)."""
+    def new_exit_head(self, kind: str = "copy", **options: Any) -> Head:
+        """A freshly initialised head of ``kind`` that fits this model (same device/dtype).
+
+        ``kind="copy"`` (default) is an :class:`ExitHead`; other registered kinds take their
+        own ``options`` (see :func:`vitfree.models.heads.head_kinds`).
+        """
         ref = self.pos_embed
-        return ExitHead(self.config).to(device=ref.device, dtype=ref.dtype)
+        return Head.create(kind, self.config, **options).to(device=ref.device, dtype=ref.dtype)
 
     @torch.jit.unused
-    def set_exit_heads(self, heads: Mapping[int, ExitHead | Mapping[str, Tensor]]) -> None:
-        """Install exit-specific heads, given as modules or head state_dicts.
+    def set_exit_heads(self, heads: Mapping[int, Head | HeadSpec | Mapping[str, Tensor]]) -> None:
+        """Install exit-specific heads, given as head modules, :class:`HeadSpec` or state_dicts.
 
-        Every head is checked against this model (keys and shapes) before any is installed;
-        a head that does not fit raises :class:`vitfree.models.CheckpointError` naming the
-        exit and the offending tensors.  Existing heads for other exits are kept.
+        A plain state_dict is a ``"copy"`` head (:class:`ExitHead`).  Every head is rebuilt
+        for this model from its kind and options and loaded strictly, so each is checked
+        (keys and shapes) before any is installed; one that does not fit raises
+        :class:`vitfree.errors.CheckpointError` naming the exit and the offending tensors.
+        Existing heads for other exits are kept.
         """
-        from vitfree.models.checkpoint import CheckpointError, describe_mismatch
-
-        staged: dict[str, ExitHead] = {}
+        staged: dict[str, Head] = {}
         for k_in, head in heads.items():
             try:
                 k = self.resolve_exit(int(k_in) if isinstance(k_in, str) else k_in)
             except (TypeError, ValueError) as e:
                 raise CheckpointError(f"exit head key {k_in!r}: {e}") from None
-            sd = head.state_dict() if isinstance(head, nn.Module) else dict(head)
-            new = self.new_exit_head()
-            problem = describe_mismatch(sd, new.state_dict())
+            if isinstance(head, Head):
+                spec = HeadSpec(head.kind, head.options(), head.state_dict())
+            elif isinstance(head, HeadSpec):
+                spec = head
+            elif isinstance(head, nn.Module):
+                raise CheckpointError(
+                    f"exit head for exit {k} is a {type(head).__name__}, not a "
+                    f"vitfree.models.heads.Head; give a Head or its state_dict"
+                )
+            else:
+                spec = HeadSpec("copy", {}, dict(head))
+            try:
+                new = self.new_exit_head(spec.kind, **spec.options)
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"exit head for exit {k}: {e}") from None
+            problem = describe_mismatch(spec.state_dict, new.state_dict())
             if problem:
                 raise CheckpointError(
                     f"exit head for exit {k} does not fit this model "
                     f"({self.config.describe()}):\n{problem}"
                 )
-            new.load_state_dict(sd, strict=True)
+            new.load_state_dict(spec.state_dict, strict=True)
             new.train(self.training)
             staged[str(k)] = new
         for key, mod in staged.items():
@@ -517,16 +514,12 @@ class VisionTransformer(nn.Module):
 
     @torch.jit.unused
     def load_exit_heads(self, path: Union[str, "PathLike[str]"]) -> None:
-        """Load exit-specific heads from a file written by :func:`save_exit_heads`."""
-        from vitfree.models.checkpoint import read_exit_heads
-
-        self.set_exit_heads(read_exit_heads(path))
+        """Load exit-specific heads from a file written by :meth:`save_exit_heads`."""
+        self.set_exit_heads(read_exit_head_specs(path))  # type: ignore[arg-type]
 
     @torch.jit.unused
     def save_exit_heads(self, path: Union[str, "PathLike[str]"]) -> None:
-        """Write this model's exit-specific heads (see :func:`save_exit_heads`)."""
-        from vitfree.models.checkpoint import save_exit_heads
-
+        """Write this model's exit-specific heads (format: :mod:`vitfree.models.files`)."""
         save_exit_heads(path, {int(k): h for k, h in self.exit_heads.items()})
 
     # ---------------------------------------------------------------- truncation
@@ -539,7 +532,8 @@ class VisionTransformer(nn.Module):
 
         Its ``forward(x)`` is exit ``exit`` of this model, it holds exactly that many blocks,
         and its state_dict is a valid checkpoint of a depth-``exit`` model.  It exports to
-        ONNX and TorchScript (see :func:`vitfree.models.export_onnx`).
+        ONNX and TorchScript (see :func:`vitfree.models.export_onnx`).  An exit head is
+        installed through :meth:`Head.checkpoint_modules`.
 
         Args:
             exit: Exit to keep, 1-based (negative from the end).
@@ -548,10 +542,11 @@ class VisionTransformer(nn.Module):
                 (no extra memory, and in-place changes show in both).
         """
         k = self.resolve_exit(exit)
-        head = self.exit_heads[str(k)] if self._use_exit_head(k, heads) else self
-        norm: nn.LayerNorm = head.norm  # type: ignore[assignment]
-        senet: nn.Sequential | None = head.senet  # type: ignore[assignment]
-        feature: nn.Sequential = head.feature  # type: ignore[assignment]
+        if self._use_exit_head(k, heads):
+            head: Head = self.exit_heads[str(k)]  # type: ignore[assignment]
+            norm, senet, feature = head.checkpoint_modules()
+        else:
+            norm, senet, feature = self.norm, self.senet, self.feature
         with torch.device("meta"):
             small = VisionTransformer.from_config(self.config.replace(depth=k))
         small.patch_embed = self.patch_embed
@@ -568,24 +563,14 @@ class VisionTransformer(nn.Module):
         return small
 
     @torch.jit.unused
-    def exit_costs(self, exits: Iterable[int] | None = None) -> list[Any]:
+    def exit_costs(self, exits: Iterable[int] | None = None) -> list[ExitCost]:
         """Per-exit FLOPs and parameters; see :func:`vitfree.models.exit_costs`."""
-        from vitfree.models.costs import exit_costs
-
-        return exit_costs(self, exits)
+        return exit_costs(self.config.replace(depth=self.depth), exits)
 
     @torch.jit.unused
     def extra_repr(self) -> str:
         name = f"arch={self.arch}, " if self.arch else ""
         return name + self.config.describe()
-
-
-def _is_int(x: Any) -> bool:
-    try:
-        operator.index(x)
-    except TypeError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------
