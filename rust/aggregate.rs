@@ -100,46 +100,56 @@ pub fn group_by_template(templates: &[i64], medias: &[i64]) -> Grouping {
 fn check_lengths<T>(input: &AggregateInput<'_, T>) -> Result<usize> {
     let n = input.templates.len();
     if input.dim == 0 {
-        return Err(Error::Value("feats: feature dimension is 0".into()));
+        return Err(Error::ZeroDimension { arg: "feats" });
     }
     if n == 0 {
-        return Err(Error::Value("feats: no images (empty input)".into()));
+        return Err(Error::NoImages { arg: "feats" });
     }
     if input.feats.len() != n * input.dim {
-        return Err(Error::Value(format!(
-            "feats has {} rows of dim {} but templates has {} entries",
-            input.feats.len() / input.dim,
-            input.dim,
-            n
-        )));
+        return Err(Error::RowCountMismatch {
+            arg: "feats",
+            rows: input.feats.len() / input.dim,
+            dim: input.dim,
+            other: "templates",
+            other_len: n,
+        });
     }
     if input.medias.len() != n {
-        return Err(Error::Value(format!(
-            "medias has {} entries but templates has {}",
-            input.medias.len(),
-            n
-        )));
+        return Err(Error::LengthMismatch {
+            arg: "medias",
+            len: input.medias.len(),
+            unit: "entries",
+            other: "templates",
+            other_len: n,
+        });
     }
     if let Some(flip) = input.flip {
         if flip.len() != input.feats.len() {
-            return Err(Error::Value(format!(
-                "flip_feats has {} elements but feats has {}",
-                flip.len(),
-                input.feats.len()
-            )));
+            return Err(Error::LengthMismatch {
+                arg: "flip_feats",
+                len: flip.len(),
+                unit: "elements",
+                other: "feats",
+                other_len: input.feats.len(),
+            });
         }
     }
     if let Some(w) = input.weights {
         if w.len() != n {
-            return Err(Error::Value(format!(
-                "weights has {} entries but templates has {}",
-                w.len(),
-                n
-            )));
+            return Err(Error::LengthMismatch {
+                arg: "weights",
+                len: w.len(),
+                unit: "entries",
+                other: "templates",
+                other_len: n,
+            });
         }
     }
     if n > u32::MAX as usize {
-        return Err(Error::Value(format!("too many images: {n}")));
+        return Err(Error::TooMany {
+            what: "images",
+            count: n,
+        });
     }
     Ok(n)
 }
@@ -308,31 +318,19 @@ pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<
             .collect();
         if let Some((t, why)) = bad.first() {
             let id = grouping.ids[*t];
-            return Err(match why {
-                Bad::Image(row) => Error::Value(if input.normalize_images {
-                    format!("image row {row} (template {id}) has a zero, NaN or infinite feature vector")
-                } else {
-                    format!("image row {row} (template {id}) has NaN or infinite values in its features or weight")
-                }),
-                Bad::Zero => {
-                    let more = if bad.len() > 1 {
-                        format!(
-                            " ({} templates in all, e.g. {})",
-                            bad.len(),
-                            bad.iter()
-                                .skip(1)
-                                .take(4)
-                                .map(|(t, _)| grouping.ids[*t].to_string())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
-                    } else {
-                        String::new()
-                    };
-                    Error::Value(format!(
-                        "template {id} sums to a zero vector and cannot be normalised{more}; check its features and detector scores"
-                    ))
-                }
+            return Err(match *why {
+                Bad::Image(row) if input.normalize_images => Error::ZeroImage { row, template: id },
+                Bad::Image(row) => Error::NonFiniteImage { row, template: id },
+                Bad::Zero => Error::ZeroTemplate {
+                    template: id,
+                    count: bad.len(),
+                    others: bad
+                        .iter()
+                        .skip(1)
+                        .take(4)
+                        .map(|(t, _)| grouping.ids[*t])
+                        .collect(),
+                },
             });
         }
         Ok(Templates {
@@ -404,6 +402,17 @@ mod tests {
         let templates = [4, 4, 9];
         let medias = [1, 2, 3];
         let err = aggregate_templates(&input(&feats, &templates, &medias, 2)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ZeroTemplate {
+                    template: 4,
+                    count: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("template 4"), "{err}");
     }
 
@@ -411,14 +420,45 @@ mod tests {
     fn nan_row_is_named() {
         let feats = [1.0f32, 0.0, f32::NAN, 0.0];
         let err = aggregate_templates(&input(&feats, &[1, 2], &[1, 2], 2)).unwrap_err();
+        assert_eq!(
+            err,
+            Error::NonFiniteImage {
+                row: 1,
+                template: 2
+            }
+        );
         assert!(err.to_string().contains("image row 1"), "{err}");
     }
 
     #[test]
     fn length_mismatch() {
         let feats = [1.0f32, 0.0, 1.0, 0.0];
-        assert!(aggregate_templates(&input(&feats, &[1, 2], &[1], 2)).is_err());
-        assert!(aggregate_templates(&input(&feats, &[1], &[1], 2)).is_err());
+        assert!(matches!(
+            aggregate_templates(&input(&feats, &[1, 2], &[1], 2)),
+            Err(Error::LengthMismatch {
+                arg: "medias",
+                len: 1,
+                other_len: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            aggregate_templates(&input(&feats, &[1], &[1], 2)),
+            Err(Error::RowCountMismatch {
+                rows: 2,
+                dim: 2,
+                other_len: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            aggregate_templates(&input(&feats, &[], &[], 2)),
+            Err(Error::NoImages { .. })
+        ));
+        assert!(matches!(
+            aggregate_templates(&input(&feats, &[1], &[1], 0)),
+            Err(Error::ZeroDimension { .. })
+        ));
     }
 
     #[test]

@@ -30,8 +30,16 @@
 //!   of their two rows (a stable counting sort) and scored tile by tile.
 //! - **Threads.** A process-wide rayon pool of our own, rebuilt when the process id changes, so a
 //!   forked torch DataLoader worker never waits on threads that did not survive the fork.
-//! - **Errors.** One [`error::Error`] type; the bindings map it to Python exceptions and catch
-//!   panics, so none reaches Python.
+//! - **Errors.** One [`error::Error`] enum with a variant per kind of bad input, carrying
+//!   argument names, sizes, indices and values as fields; tests match variants, and `Display`
+//!   is the message Python users see. The bindings build the same enum for their own checks
+//!   (contiguity, dtype, shape), map it onto ValueError, TypeError (dtype/type kinds) or
+//!   RuntimeError ([`error::Error::Internal`]), and catch panics, so none reaches Python.
+//!   (Rejected: one `Value(String)` variant, which left tests matching message text.)
+//! - **One binding per function.** Float arguments arrive as any numpy array and are borrowed
+//!   as float32 or float64, then dispatched to the same generic kernel, so there are no `_f32` /
+//!   `_f64` binding copies and no casts. (Rejected: pyo3 overloading by trying each typed
+//!   extraction in turn, whose failure message names only the last attempt.)
 pub mod aggregate;
 pub mod error;
 pub mod pool;

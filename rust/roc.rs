@@ -10,7 +10,7 @@
 //! ones as they stream by.
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, LABELS_GENUINE_IMPOSTOR};
 use crate::pool::{self, SharedOut};
 
 /// Scores are validated and bucketed in blocks of this many values, in parallel.
@@ -279,14 +279,16 @@ fn drop_intermediate_parts<K: RadixKey>(parts: &[Vec<Point<K>>]) -> Vec<Vec<Poin
 
 fn validate<S: Score>(labels: &[u8], scores: &[S]) -> Result<()> {
     if labels.len() != scores.len() {
-        return Err(Error::Value(format!(
-            "labels has {} entries but scores has {}",
-            labels.len(),
-            scores.len()
-        )));
+        return Err(Error::LengthMismatch {
+            arg: "labels",
+            len: labels.len(),
+            unit: "entries",
+            other: "scores",
+            other_len: scores.len(),
+        });
     }
     if labels.is_empty() {
-        return Err(Error::Value("labels and scores are empty".into()));
+        return Err(Error::NoScores);
     }
     Ok(())
 }
@@ -317,26 +319,23 @@ fn histogram<S: Score>(labels: &[u8], scores: &[S]) -> Result<Histogram<S::Key>>
             for i in range {
                 let score = scores[i];
                 if !score.finite() {
-                    let v = score.to_f64();
-                    let what = if v.is_nan() {
-                        "nan"
-                    } else if v > 0.0 {
-                        "inf"
-                    } else {
-                        "-inf"
-                    };
-                    return Err(Error::Value(format!(
-                        "scores[{i}] is {what}; scores must be finite"
-                    )));
+                    return Err(Error::NonFinite {
+                        arg: "scores",
+                        index: i,
+                        value: score.to_f64(),
+                    });
                 }
                 let key = score.key().unwrap_or_default();
                 match labels[i] {
                     0 => hist[key.top()] += 1,
                     1 => pos.push(key),
                     other => {
-                        return Err(Error::Value(format!(
-                            "labels[{i}] is {other}; labels must be 0 (impostor) or 1 (genuine)"
-                        )))
+                        return Err(Error::BadLabel {
+                            arg: "labels",
+                            index: i,
+                            value: other,
+                            expected: LABELS_GENUINE_IMPOSTOR,
+                        })
                     }
                 }
             }
@@ -502,9 +501,7 @@ fn build_roc<S: Score>(
 fn check_classes<K>(h: &Histogram<K>) -> Result<()> {
     let (n_pos, n_neg) = (h.pos.len(), h.totals.iter().sum::<usize>());
     if n_pos == 0 || n_neg == 0 {
-        return Err(Error::Value(format!(
-            "the ROC needs both classes, but labels has {n_pos} genuine (1) and {n_neg} impostor (0) entries"
-        )));
+        return Err(Error::SingleClass { n_pos, n_neg });
     }
     Ok(())
 }
@@ -562,12 +559,10 @@ pub enum FarRule {
 /// Index of the ROC point picked for `target`; `fpr` and `tpr` non-decreasing, fpr[0] == 0.
 pub fn pick_far(fpr: &[f64], target: f64, rule: FarRule) -> Result<usize> {
     if fpr.is_empty() {
-        return Err(Error::Value("empty ROC".into()));
+        return Err(Error::EmptyRoc);
     }
     if !(target > 0.0 && target < 1.0) {
-        return Err(Error::Value(format!(
-            "FAR target {target} is outside (0, 1)"
-        )));
+        return Err(Error::FarOutOfRange { target });
     }
     // first index whose fpr exceeds the target; the point before it is the last with fpr <= target
     let above = fpr.partition_point(|&f| f <= target);
@@ -643,20 +638,42 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(roc_curve(&[1u8, 1], &[0.1f32, 0.2], true)
-            .unwrap_err()
-            .to_string()
-            .contains("both classes"));
-        assert!(roc_curve(&[1u8, 2], &[0.1f32, 0.2], true)
-            .unwrap_err()
-            .to_string()
-            .contains("labels[1] is 2"));
-        assert!(roc_curve(&[1u8, 0], &[0.1f32, f32::NAN], true)
-            .unwrap_err()
-            .to_string()
-            .contains("scores[1] is nan"));
-        assert!(roc_curve::<f32>(&[], &[], true).is_err());
-        assert!(roc_curve(&[1u8], &[0.1f64, 0.2], true).is_err());
+        let err = roc_curve(&[1u8, 1], &[0.1f32, 0.2], true).unwrap_err();
+        assert_eq!(err, Error::SingleClass { n_pos: 2, n_neg: 0 });
+        assert!(err.to_string().contains("both classes"), "{err}");
+        let err = roc_curve(&[1u8, 2], &[0.1f32, 0.2], true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BadLabel {
+                    index: 1,
+                    value: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("labels[1] is 2"), "{err}");
+        let err = roc_prefix(&[1u8, 0], &[0.1f32, f32::NAN], 0.1).unwrap_err();
+        assert!(
+            matches!(err, Error::NonFinite { arg: "scores", index: 1, value } if value.is_nan()),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("scores[1] is nan"), "{err}");
+        let err = roc_curve(&[1u8, 0], &[0.1f64, f64::NEG_INFINITY], true).unwrap_err();
+        assert!(err.to_string().contains("scores[1] is -inf"), "{err}");
+        assert_eq!(
+            roc_curve::<f32>(&[], &[], true).unwrap_err(),
+            Error::NoScores
+        );
+        assert!(matches!(
+            roc_curve(&[1u8], &[0.1f64, 0.2], true),
+            Err(Error::LengthMismatch {
+                len: 1,
+                other_len: 2,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -702,7 +719,12 @@ mod tests {
         assert_eq!(pick_far(&fpr, 0.05, FarRule::Nearest).unwrap(), 3);
         assert_eq!(pick_far(&fpr, 0.05, FarRule::AtMost).unwrap(), 1);
         assert_eq!(pick_far(&fpr, 0.999, FarRule::Nearest).unwrap(), 5);
-        assert!(pick_far(&fpr, 0.0, FarRule::Nearest).is_err());
-        assert!(pick_far(&fpr, 1.0, FarRule::Nearest).is_err());
+        for target in [0.0, 1.0, f64::NAN] {
+            assert!(matches!(
+                pick_far(&fpr, target, FarRule::Nearest),
+                Err(Error::FarOutOfRange { .. })
+            ));
+        }
+        assert_eq!(pick_far(&[], 0.1, FarRule::AtMost), Err(Error::EmptyRoc));
     }
 }

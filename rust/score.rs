@@ -244,42 +244,49 @@ pub fn score_pairs(
     p2: &[i64],
 ) -> Result<Vec<f32>> {
     if dim == 0 || feats.len() != ids.len() * dim {
-        return Err(Error::Value(format!(
-            "template_feats has {} elements, expected {} templates x dim {}",
-            feats.len(),
-            ids.len(),
-            dim
-        )));
+        return Err(Error::FeatureSize {
+            arg: "template_feats",
+            len: feats.len(),
+            templates: ids.len(),
+            dim,
+        });
     }
     if let Some(w) = ids.windows(2).position(|w| w[0] >= w[1]) {
-        return Err(Error::Value(format!(
-            "template_ids must be sorted ascending and unique (position {} holds {} then {})",
-            w,
-            ids[w],
-            ids[w + 1]
-        )));
+        return Err(Error::UnsortedIds {
+            arg: "template_ids",
+            position: w,
+            first: ids[w],
+            second: ids[w + 1],
+        });
     }
     if p1.len() != p2.len() {
-        return Err(Error::Value(format!(
-            "p1 has {} pairs but p2 has {}",
-            p1.len(),
-            p2.len()
-        )));
+        return Err(Error::LengthMismatch {
+            arg: "p1",
+            len: p1.len(),
+            unit: "pairs",
+            other: "p2",
+            other_len: p2.len(),
+        });
     }
     if p1.len() > u32::MAX as usize {
-        return Err(Error::Value(format!("too many pairs: {}", p1.len())));
+        return Err(Error::TooMany {
+            what: "pairs",
+            count: p1.len(),
+        });
     }
     pool::install(|| {
         let index = IdIndex::new(ids);
         let unknown = |i: usize| {
-            let (name, id) = if index.row(p1[i]).is_none() {
+            let (side, template) = if index.row(p1[i]).is_none() {
                 ("p1", p1[i])
             } else {
                 ("p2", p2[i])
             };
-            Error::Value(format!(
-                "unknown template id {id} in {name} (pair {i}): it has no template features"
-            ))
+            Error::UnknownTemplate {
+                pair: i,
+                side,
+                template,
+            }
         };
         let mut out = vec![0f32; p1.len()];
         match block_rows(ids.len(), dim) {
@@ -430,6 +437,14 @@ mod tests {
     fn unknown_id_named() {
         let feats = [1.0, 0.0];
         let err = score_pairs(&feats, &[5], 2, &[5, 5], &[5, 6]).unwrap_err();
+        assert_eq!(
+            err,
+            Error::UnknownTemplate {
+                pair: 1,
+                side: "p2",
+                template: 6
+            }
+        );
         assert!(
             err.to_string()
                 .contains("unknown template id 6 in p2 (pair 1)"),
@@ -444,7 +459,14 @@ mod tests {
         let feats = [1.0, 0.0, 0.0, 1.0];
         let s = score_pairs(&feats, &ids, 2, &[-5, 1 << 40], &[-5, -5]).unwrap();
         assert_eq!(s, vec![1.0, 0.0]);
-        assert!(score_pairs(&feats, &ids, 2, &[7], &[-5]).is_err());
+        assert!(matches!(
+            score_pairs(&feats, &ids, 2, &[7], &[-5]),
+            Err(Error::UnknownTemplate {
+                pair: 0,
+                side: "p1",
+                template: 7
+            })
+        ));
     }
 
     #[test]
@@ -484,6 +506,17 @@ mod tests {
         bad[40_000] = 2;
         bad[45_000] = 5;
         let err = score_pairs(&feats, &ids, d, &p1, &bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnknownTemplate {
+                    pair: 40_000,
+                    side: "p2",
+                    template: 2
+                }
+            ),
+            "{err:?}"
+        );
         assert!(
             err.to_string()
                 .contains("unknown template id 2 in p2 (pair 40000)"),

@@ -1,5 +1,5 @@
 //! Threshold sweeps for the LFW-style k-fold protocol (PROTOCOLS §5).
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, LABELS_ZERO_ONE};
 
 /// For each threshold `t`, the number of genuine (label 1) and impostor (label 0) pairs whose
 /// distance is strictly below `t` (the protocol predicts "same" when `dist < t`).
@@ -9,25 +9,34 @@ pub fn count_below(
     thresholds: &[f64],
 ) -> Result<(Vec<u64>, Vec<u64>)> {
     if dist.len() != labels.len() {
-        return Err(Error::Value(format!(
-            "dist has {} entries but labels has {}",
-            dist.len(),
-            labels.len()
-        )));
+        return Err(Error::LengthMismatch {
+            arg: "dist",
+            len: dist.len(),
+            unit: "entries",
+            other: "labels",
+            other_len: labels.len(),
+        });
     }
     let mut pos = Vec::new();
     let mut neg = Vec::new();
     for (i, (&d, &l)) in dist.iter().zip(labels).enumerate() {
         if !d.is_finite() {
-            return Err(Error::Value(format!("dist[{i}] is not finite ({d})")));
+            return Err(Error::NonFiniteDistance {
+                arg: "dist",
+                index: i,
+                value: d,
+            });
         }
         match l {
             0 => neg.push(d),
             1 => pos.push(d),
             other => {
-                return Err(Error::Value(format!(
-                    "labels[{i}] is {other}; labels must be 0 or 1"
-                )))
+                return Err(Error::BadLabel {
+                    arg: "labels",
+                    index: i,
+                    value: other,
+                    expected: LABELS_ZERO_ONE,
+                })
             }
         }
     }
@@ -55,8 +64,33 @@ mod tests {
 
     #[test]
     fn bad_input() {
-        assert!(count_below(&[f64::NAN], &[1], &[1.0]).is_err());
-        assert!(count_below(&[1.0], &[3], &[1.0]).is_err());
-        assert!(count_below(&[1.0], &[], &[1.0]).is_err());
+        let err = count_below(&[1.0, f64::NAN], &[1, 0], &[1.0]).unwrap_err();
+        assert!(
+            matches!(err, Error::NonFiniteDistance { index: 1, value, .. } if value.is_nan()),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "dist[1] is not finite (NaN)");
+        let err = count_below(&[1.0], &[3], &[1.0]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::BadLabel {
+                    index: 0,
+                    value: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "labels[0] is 3; labels must be 0 or 1");
+        assert!(matches!(
+            count_below(&[1.0], &[], &[1.0]),
+            Err(Error::LengthMismatch {
+                arg: "dist",
+                len: 1,
+                other_len: 0,
+                ..
+            })
+        ));
     }
 }

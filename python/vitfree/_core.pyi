@@ -1,47 +1,44 @@
 """Type stubs for vitfree's native module (Rust, PyO3). Private: use vitfree.ijb / vitfree.metrics.
 
-All functions take C-contiguous arrays of exactly the dtypes below, release the GIL and run on
-vitfree's thread pool; errors raise ValueError, and a panic in Rust raises RuntimeError.
+All functions take C-contiguous arrays of the dtypes below (float32 or float64 where the
+``_Float`` type variable stands, one binding for both), release the GIL and run on vitfree's
+thread pool. Bad values, shapes and lengths raise ValueError, wrong dtypes TypeError, and a
+panic in Rust raises RuntimeError.
 """
+
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+_Float = TypeVar("_Float", np.float32, np.float64)
+
 __all__ = [
     "__version__",
-    "aggregate_templates_f32",
-    "aggregate_templates_f64",
+    "aggregate_templates",
     "count_below",
     "get_num_threads",
     "pick_far",
-    "roc_curve_f32",
-    "roc_curve_f64",
-    "roc_prefix_f32",
-    "roc_prefix_f64",
+    "roc_curve",
+    "roc_prefix",
     "score_pairs",
     "set_num_threads",
 ]
 __version__: str
 
-def aggregate_templates_f32(
-    feats: npt.NDArray[np.float32],
+def aggregate_templates(
+    feats: npt.NDArray[_Float],
     templates: npt.NDArray[np.int64],
     medias: npt.NDArray[np.int64],
     weights: npt.NDArray[np.float64] | None = None,
-    flip: npt.NDArray[np.float32] | None = None,
+    flip: npt.NDArray[_Float] | None = None,
     normalize_images: bool = False,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """(N, D) image features -> ((T, D) unit template features, (T,) sorted template ids)."""
+    """(N, D) float32/float64 image features -> ((T, D) unit template features, (T,) sorted ids).
 
-def aggregate_templates_f64(
-    feats: npt.NDArray[np.float64],
-    templates: npt.NDArray[np.int64],
-    medias: npt.NDArray[np.int64],
-    weights: npt.NDArray[np.float64] | None = None,
-    flip: npt.NDArray[np.float64] | None = None,
-    normalize_images: bool = False,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
-    """As aggregate_templates_f32 for float64 features."""
+    flip must have feats' shape and dtype. Raises TypeError (dtype), ValueError (shapes,
+    lengths, NaN/inf, a template summing to zero).
+    """
 
 def score_pairs(
     template_feats: npt.NDArray[np.float32],
@@ -51,49 +48,27 @@ def score_pairs(
 ) -> npt.NDArray[np.float32]:
     """(P,) cosine scores of template-id pairs; template_ids sorted ascending and unique."""
 
-def roc_curve_f32(
-    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float32], drop_intermediate: bool = True
+def roc_curve(
+    labels: npt.NDArray[np.uint8], scores: npt.NDArray[_Float], drop_intermediate: bool = True
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
-    npt.NDArray[np.float32],
+    npt.NDArray[_Float],
     npt.NDArray[np.uint64],
     npt.NDArray[np.uint64],
 ]:
-    """sklearn's ROC: (fpr, tpr, thresholds with +inf first, fps counts, tps counts)."""
+    """sklearn's ROC: (fpr, tpr, thresholds in scores' dtype with +inf first, fps counts, tps counts)."""
 
-def roc_curve_f64(
-    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float64], drop_intermediate: bool = True
+def roc_prefix(
+    labels: npt.NDArray[np.uint8], scores: npt.NDArray[_Float], max_far: float
 ) -> tuple[
     npt.NDArray[np.float64],
     npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.uint64],
-    npt.NDArray[np.uint64],
-]:
-    """As roc_curve_f32 for float64 scores."""
-
-def roc_prefix_f32(
-    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float32], max_far: float
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float32],
+    npt.NDArray[_Float],
     npt.NDArray[np.uint64],
     npt.NDArray[np.uint64],
 ]:
     """The exact first points of the drop_intermediate ROC, past FPR max_far (TAR@FAR only)."""
-
-def roc_prefix_f64(
-    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float64], max_far: float
-) -> tuple[
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.uint64],
-    npt.NDArray[np.uint64],
-]:
-    """As roc_prefix_f32 for float64 scores."""
 
 def pick_far(
     fpr: npt.NDArray[np.float64], fars: npt.NDArray[np.float64], rule: str

@@ -79,8 +79,7 @@ def aggregate_templates(
             raise ValueError(f"flip_feats has shape {fl.shape} but feats has {f.shape}")
         if fl.dtype != f.dtype:
             fl = fl.astype(f.dtype)
-    fn = _core.aggregate_templates_f32 if f.dtype == np.float32 else _core.aggregate_templates_f64
-    return fn(f, t, m, w, fl, bool(normalize_images))
+    return _core.aggregate_templates(f, t, m, w, fl, bool(normalize_images))
 
 
 def score_pairs(

@@ -113,8 +113,7 @@ def roc(labels: npt.ArrayLike, scores: npt.ArrayLike, drop_intermediate: bool = 
     """
     y = as_labels(labels, "labels")
     s = as_scores(scores, "scores", n=y.shape[0], check_finite=False)  # checked in Rust
-    fn = _core.roc_curve_f32 if s.dtype == np.float32 else _core.roc_curve_f64
-    fpr, tpr, thr, fps, tps = fn(y, s, bool(drop_intermediate))
+    fpr, tpr, thr, fps, tps = _core.roc_curve(y, s, bool(drop_intermediate))
     return Roc(fpr, tpr, thr, fps, tps, int(tps[-1]), int(fps[-1]))
 
 
@@ -126,8 +125,7 @@ def _roc_prefix(labels: npt.ArrayLike, scores: npt.ArrayLike, max_far: float) ->
     """
     y = as_labels(labels, "labels")
     s = as_scores(scores, "scores", n=y.shape[0], check_finite=False)  # checked in Rust
-    fn = _core.roc_prefix_f32 if s.dtype == np.float32 else _core.roc_prefix_f64
-    fpr, tpr, thr, fps, tps = fn(y, s, float(max_far))
+    fpr, tpr, thr, fps, tps = _core.roc_prefix(y, s, float(max_far))
     n_pos = int(np.count_nonzero(y))
     return Roc(fpr, tpr, thr, fps, tps, n_pos, int(y.shape[0]) - n_pos, complete=False)
 
