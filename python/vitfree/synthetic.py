@@ -2,7 +2,7 @@
 
 Real IJB-C features need the licensed dataset and a trained model; neither can be shipped. For
 demos, smoke tests and benchmarks at full scale, :func:`ijb_features` generates image features
-with the sizes and structure of IJB-C (PROTOCOLS §3): subjects with several templates, templates
+with the sizes and structure of IJB-C (docs/protocols.md §3): subjects with several templates, templates
 made of several media (videos, stills) of several images, a detector score per image, and pair
 lists with the real genuine/impostor ratio, ordered by the first template as in the meta file.
 
@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from vitfree.data.ijb import write_1n_csv
+from vitfree.data.ijb import write_ijb_meta as write_ijb_meta_files
 
 __all__ = ["IJBB_SIZES", "IJBC_SIZES", "SyntheticIJB", "ijb_1n_split", "ijb_features", "write_ijb_meta"]
 
@@ -153,30 +156,6 @@ def ijb_features(
     )
 
 
-def _int_columns_bytes(columns: list[np.ndarray], sep: int = ord(" ")) -> bytes:
-    """Non-negative integer columns as text lines (vectorised; the pair file has 15.7M rows)."""
-    n = len(columns[0])
-    parts, masks = [], []
-    for j, col in enumerate(columns):
-        col = np.asarray(col, dtype=np.int64)
-        if col.size and col.min() < 0:
-            raise ValueError("only non-negative integers are supported")
-        width = len(str(int(col.max()))) if col.size else 1
-        digits = np.empty((n, width), np.uint8)
-        x = col.copy()
-        for d in range(width - 1, -1, -1):
-            digits[:, d] = 48 + x % 10
-            x //= 10
-        ndig = np.ones(n, np.int64)
-        for d in range(1, width):
-            ndig += col >= 10**d
-        parts.append(digits)
-        masks.append(np.arange(width)[None, :] >= (width - ndig)[:, None])
-        parts.append(np.full((n, 1), sep if j < len(columns) - 1 else ord("\n"), np.uint8))
-        masks.append(np.ones((n, 1), bool))
-    return np.concatenate(parts, 1)[np.concatenate(masks, 1)].tobytes()
-
-
 def ijb_1n_split(
     data: SyntheticIJB,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -199,31 +178,30 @@ def write_ijb_meta(data: SyntheticIJB, root: str | os.PathLike[str], dataset: st
     Writes ``<p>_face_tid_mid.txt``, ``<p>_template_pair_label.txt``,
     ``<p>_name_5pts_score.txt`` (landmarks of a centred face; the detector score from
     ``data.faceness``) and the 1:N csvs of :func:`ijb_1n_split`, where ``p`` is ``ijbc`` or
-    ``ijbb``. Returns the meta folder.
+    ``ijbb``, with the writers of :mod:`vitfree.data.ijb`.  Returns the meta folder.
     """
-    prefix = dataset.lower()
-    meta = Path(root) / dataset.upper() / "meta"
-    meta.mkdir(parents=True, exist_ok=True)
     n = data.feats.shape[0]
-    idx = np.arange(1, n + 1)
-    tid_mid = _int_columns_bytes([idx, data.templates, data.medias])
-    # "<i> <t> <m>" -> "<i>.jpg <t> <m>": insert ".jpg" after the first field of each line
-    lines = tid_mid.split(b"\n")[:-1]
-    (meta / f"{prefix}_face_tid_mid.txt").write_bytes(
-        b"".join(line.replace(b" ", b".jpg ", 1) + b"\n" for line in lines)
-    )
-    (meta / f"{prefix}_template_pair_label.txt").write_bytes(
-        _int_columns_bytes([data.p1, data.p2, data.labels])
-    )
+    names = [f"{i}.jpg" for i in range(1, n + 1)]
     pts = np.array([38.29, 51.69, 73.53, 51.50, 56.02, 71.73, 41.54, 92.36, 70.72, 92.20]) * 1.6
-    landmarks = " ".join(f"{v:.2f}" for v in pts)
-    (meta / f"{prefix}_name_5pts_score.txt").write_text(
-        "".join(f"{i}.jpg {landmarks} {f:.4f}\n" for i, f in zip(idx.tolist(), data.faceness.tolist()))
+    paths = write_ijb_meta_files(
+        root,
+        dataset,
+        names=names,
+        templates=data.templates,
+        medias=data.medias,
+        landmarks=np.broadcast_to(pts, (n, 10)),
+        faceness=data.faceness,
+        p1=data.p1,
+        p2=data.p2,
+        labels=data.labels,
+        landmark_decimals=2,
+        score_decimals=4,
     )
+    meta = paths["meta_dir"]
+    prefix = dataset.lower()
     g1, g2, probes = ijb_1n_split(data)
-    names = ("G1", "G2") if dataset.upper() == "IJBC" else ("S1", "S2")
-    for name, (t, sj) in zip((*names, "probe_mixed"), (g1, g2, probes)):
-        fname = f"{prefix}_1N_{'gallery_' + name if name != 'probe_mixed' else name}.csv"
-        rows = "".join(f"{a},{b},synthetic\n" for a, b in zip(t.tolist(), sj.tolist()))
-        (meta / fname).write_text("TEMPLATE_ID,SUBJECT_ID,FILENAME\n" + rows)
+    gnames = ("G1", "G2") if dataset.upper() == "IJBC" else ("S1", "S2")
+    for name, (t, sj) in zip(gnames, (g1, g2)):
+        write_1n_csv(meta / f"{prefix}_1N_gallery_{name}.csv", t, sj)
+    write_1n_csv(meta / f"{prefix}_1N_probe_mixed.csv", *probes)
     return meta

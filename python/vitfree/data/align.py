@@ -9,7 +9,6 @@ that exactly in numpy, so vitfree needs no scikit-image.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -128,6 +127,8 @@ def align_face(
         The aligned face, uint8, shape (size, size, 3), **RGB** order (converted after the
         warp). Pixels mapped from outside the image are 0.
     """
+    import cv2  # imported here: the IJB readers and `eval features` need no OpenCV
+
     img: np.ndarray = np.asarray(img_bgr)
     if img.dtype != np.uint8:
         raise TypeError(f"img_bgr must be uint8, got {img.dtype}")

@@ -14,19 +14,29 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from vitfree.data.align import ALIGNED_SIZE
 from vitfree.errors import BinFormatError
 
-__all__ = ["BinFormatError", "PairSet", "decode_images", "load_bin", "load_pair_list"]
+__all__ = [
+    "BinFormatError",
+    "PairSet",
+    "decode_images",
+    "load_bin",
+    "load_pair_list",
+    "py2_pickle_bytes",
+    "write_bin",
+    "write_pair_list",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +91,8 @@ def decode_images(
     Returns:
         uint8 (len(blobs), size, size, 3), RGB.
     """
+    import cv2  # imported here, so that the package imports without OpenCV's start-up cost
+
     out = np.empty((len(blobs), size, size, 3), dtype=np.uint8)
 
     def label(i: int) -> str:
@@ -240,3 +252,102 @@ def load_pair_list(
         source=str(p),
     )
     return PairSet(images=images, issame=np.array(labels, dtype=bool), source=str(p))
+
+
+# --------------------------------------------------------------------------------------
+# Writers: the same formats, for synthetic sets, tests and benchmarks
+# --------------------------------------------------------------------------------------
+
+
+def py2_pickle_bytes(bins: list[bytes], issame: list[bool]) -> bytes:
+    """The pickle Python 2 writes for ``pickle.dump((bins, issame_list), f, protocol=2)``.
+
+    Python 2 ``str`` objects are byte strings, pickled as SHORT_BINSTRING / BINSTRING opcodes,
+    which Python 3 decodes as text (and fails on JPEG bytes) unless ``encoding="bytes"``. The
+    opcodes are emitted by hand (with the memo PUTs Python 2 emits), since Python 3's pickler
+    writes bytes differently.
+    """
+    out = bytearray(b"\x80\x02")  # PROTO 2
+    memo = 0
+
+    def put() -> None:
+        nonlocal memo
+        out.extend(b"q" + bytes([memo]) if memo < 256 else b"r" + struct.pack("<I", memo))
+        memo += 1
+
+    def write_list(items: list[Any], emit: Any) -> None:
+        out.extend(b"]")  # EMPTY_LIST
+        put()
+        for start in range(0, len(items), 1000):  # Python 2 batches APPENDS by 1000
+            batch = items[start : start + 1000]
+            out.extend(b"(")  # MARK
+            for x in batch:
+                emit(x)
+            out.extend(b"e")  # APPENDS
+
+    def emit_str(b: bytes) -> None:
+        if len(b) < 256:
+            out.extend(b"U" + bytes([len(b)]) + b)  # SHORT_BINSTRING
+        else:
+            out.extend(b"T" + struct.pack("<i", len(b)) + b)  # BINSTRING
+        put()
+
+    def emit_bool(v: bool) -> None:
+        out.extend(b"\x88" if v else b"\x89")  # NEWTRUE / NEWFALSE
+
+    write_list(list(bins), emit_str)
+    write_list(list(issame), emit_bool)
+    out.extend(b"\x86")  # TUPLE2
+    put()
+    out.extend(b".")  # STOP
+    return bytes(out)
+
+
+def write_bin(
+    path: str | os.PathLike[str],
+    blobs: Sequence[bytes],
+    issame: Sequence[bool],
+    *,
+    protocol: int = 2,
+) -> Path:
+    """Write an insightface ``.bin`` verification set (docs/protocols.md §5).
+
+    Args:
+        path: the file.
+        blobs: 2N encoded images (JPEG/PNG bytes, aligned 112x112); pair i = blobs 2i, 2i+1.
+        issame: N flags, True for a genuine pair.
+        protocol: 2 writes the Python-2 pickle the published sets are (byte strings, see
+            :func:`py2_pickle_bytes`); 3 or higher a Python-3 ``pickle.dump`` of
+            ``(list of bytes, list of bool)``.
+    """
+    if len(blobs) != 2 * len(issame):
+        raise ValueError(f"{len(blobs)} images for {len(issame)} pairs: a .bin needs 2N images")
+    flags = [bool(x) for x in issame]
+    if protocol == 2:
+        data = py2_pickle_bytes([bytes(b) for b in blobs], flags)
+    else:
+        data = pickle.dumps((list(blobs), flags), protocol=protocol)
+    p = Path(path)
+    p.write_bytes(data)
+    return p
+
+
+def write_pair_list(
+    path: str | os.PathLike[str],
+    pairs: Sequence[tuple[str, str, int | bool]],
+    *,
+    header: str | None = "path1 path2 label",
+) -> Path:
+    """Write a pair list read by :func:`load_pair_list`: ``path1 path2 label`` per line.
+
+    Paths are written as given (relative paths are relative to the list's folder at read
+    time) and must not contain whitespace.
+    """
+    lines = [f"# {header}"] if header else []
+    for a, b, lab in pairs:
+        if any(c.isspace() for c in f"{a}{b}"):
+            raise ValueError(f"pair list paths must not contain whitespace: {a!r} {b!r}")
+        lines.append(f"{a} {b} {int(lab)}")
+    p = Path(path)
+    p.write_text("\n".join(lines) + "\n")
+    return p

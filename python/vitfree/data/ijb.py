@@ -26,23 +26,19 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch.utils.data import Dataset
 
-from vitfree.data.align import ALIGNED_SIZE, align_face
 from vitfree.errors import IJBFormatError
 
 __all__ = [
     "IJB1N",
-    "IJBCrops",
     "IJBFormatError",
     "IJBMeta",
     "find_meta_dir",
@@ -53,6 +49,9 @@ __all__ = [
     "read_face_tid_mid",
     "read_name_5pts_score",
     "read_template_pair_label",
+    "format_int_rows",
+    "write_1n_csv",
+    "write_ijb_meta",
 ]
 
 Dataset_ = Literal["IJBB", "IJBC"]
@@ -623,110 +622,134 @@ def load_ijb_1n(root: str | os.PathLike[str], dataset: str = "IJBC") -> IJB1N:
 
 
 # --------------------------------------------------------------------------------------------
-# Aligned crops for feature extraction
+# Writers: the same formats, for synthetic sets, tests and benchmarks
 # --------------------------------------------------------------------------------------------
 
 
-class IJBCrops(Dataset):  # type: ignore[type-arg]
-    """Aligned IJB faces read from ``loose_crop``, for a torch ``DataLoader``.
+def format_int_rows(cols: list[np.ndarray], sep: bytes = b" ") -> bytes:
+    """Text of integer columns: one line per row, ``sep`` between fields, ``\\n`` after each.
 
-    Each item is ``(image, flipped, index)``: ``image`` the aligned face as a CHW tensor
-    (RGB, 3x112x112), ``flipped`` its horizontal mirror, ``index`` the row of the image in the
-    meta files (an ``int``). With ``normalize=True`` (default) both are float32 in [-1, 1],
-    ``(x / 255 - 0.5) / 0.5``; otherwise uint8.
+    Vectorised (no Python loop over rows): each value is written as zero-padded digits into a
+    fixed-width byte matrix, then the leading zeros are dropped with one boolean mask. Writes
+    the 15.7M-line IJB-C pair file in a few seconds. Values must be >= 0.
+    """
+    vals = np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
+    if vals.size and vals.min() < 0:
+        raise ValueError("format_int_rows writes non-negative integers only")
+    n, ncol = vals.shape
+    width = max(len(str(int(vals.max()))) if vals.size else 1, 1)
+    flat = vals.reshape(-1)
+    small = flat.astype(np.int32) if width < 10 else flat  # int32 division is ~2x faster
+    # Digit-major (width + 1, n*ncol) so every write is contiguous; transposed once at the end.
+    digits = np.empty((width + 1, flat.size), dtype=np.uint8)
+    v = small.copy()
+    for j in range(width - 1, -1, -1):
+        q = v // 10
+        digits[j] = (v - q * 10).astype(np.uint8) + 48
+        v = q
+    digits[width] = sep[0]
+    digits[width].reshape(n, ncol)[:, -1] = ord("\n")
+    out = np.ascontiguousarray(digits.T)  # (n*ncol, width + 1)
+    ndig = np.ones(flat.size, dtype=np.int8)
+    p = 10
+    for _ in range(width - 1):
+        ndig += flat >= p
+        p *= 10
+    keep = np.arange(width + 1, dtype=np.int8)[None, :] >= (width - ndig)[:, None]
+    return out[keep].tobytes()
 
-    With ``skip_bad=True`` a missing or undecodable image gives zero tensors (the uint8 zero
-    image, normalised if asked) instead of an error, and each item becomes
-    ``(image, flipped, index, ok)`` with ``ok`` a bool, so that the caller learns about bad
-    images also from worker processes. The indices skipped in *this* process are also appended
-    to :attr:`skipped`.
 
-    The object holds only numpy arrays and strings (no open files), so it pickles for
-    DataLoader workers under any start method.
+def write_ijb_meta(
+    root: str | os.PathLike[str],
+    dataset: str,
+    *,
+    names: Sequence[str],
+    templates: npt.ArrayLike,
+    medias: npt.ArrayLike,
+    landmarks: npt.ArrayLike,
+    faceness: npt.ArrayLike,
+    p1: npt.ArrayLike,
+    p2: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    landmark_decimals: int = 3,
+    score_decimals: int = 6,
+) -> dict[str, Path]:
+    """Write the three 1:1 meta files of IJB-B/C in the official layout (docs/protocols.md §3).
+
+    Writes ``<root>/<dataset>/meta/<p>_face_tid_mid.txt``, ``<p>_name_5pts_score.txt`` and
+    ``<p>_template_pair_label.txt`` (``p`` = ``ijbc`` or ``ijbb``); integer columns are
+    written vectorised (:func:`format_int_rows`), so IJB-C's 15.7M pairs take seconds.
 
     Args:
-        root: as in :func:`load_ijb_meta`; images are read from ``<meta>/../loose_crop``.
+        root: folder that will hold ``<dataset>/meta``.
         dataset: "IJBC" or "IJBB".
-        meta: an already loaded :class:`IJBMeta` (then ``root`` may be None; images come from
-            ``meta.image_dir`` unless ``image_dir`` is given).
-        image_dir: override the image folder.
-        indices: only these rows (the returned ``index`` is still the meta row).
-        normalize: return float32 ``(x/255-0.5)/0.5`` instead of uint8.
-        skip_bad: substitute zeros for unreadable images instead of raising.
+        names: (N,) image file names (relative to ``loose_crop``).
+        templates, medias: (N,) non-negative integer ids per image.
+        landmarks: (N, 5, 2) or (N, 10) landmark coordinates in the loose crop.
+        faceness: (N,) detector scores.
+        p1, p2, labels: (P,) template pairs and 1 (genuine) / 0 (impostor).
+        landmark_decimals, score_decimals: decimals written.
+
+    Returns:
+        ``{"face_tid_mid", "name_5pts", "pair_label": path}`` and ``"meta_dir"``.
     """
+    ds = _check_dataset(dataset)
+    prefix = ds.lower()
+    meta = Path(root) / ds / "meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    n = len(names)
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(n, 10)
+    fn = np.asarray(faceness, dtype=np.float64).reshape(n)
+    tm = format_int_rows([np.asarray(templates), np.asarray(medias)]).split(b"\n")
+    paths = {
+        "face_tid_mid": meta / f"{prefix}_face_tid_mid.txt",
+        "name_5pts": meta / f"{prefix}_name_5pts_score.txt",
+        "pair_label": meta / f"{prefix}_template_pair_label.txt",
+        "meta_dir": meta,
+    }
+    paths["face_tid_mid"].write_bytes(
+        b"".join(name.encode() + b" " + line + b"\n" for name, line in zip(names, tm))
+    )
+    lines = []
+    for name, row, score in zip(names, lm.tolist(), fn.tolist()):
+        pts = " ".join(f"{v:.{landmark_decimals}f}" for v in row)
+        lines.append(f"{name} {pts} {score:.{score_decimals}f}\n")
+    paths["name_5pts"].write_text("".join(lines))
+    paths["pair_label"].write_bytes(
+        format_int_rows([np.asarray(p1), np.asarray(p2), np.asarray(labels)])
+    )
+    return paths
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str] | None = None,
-        dataset: str = "IJBC",
-        *,
-        meta: IJBMeta | None = None,
-        image_dir: str | os.PathLike[str] | None = None,
-        indices: npt.ArrayLike | None = None,
-        normalize: bool = True,
-        skip_bad: bool = False,
-    ) -> None:
-        if meta is None:
-            if root is None:
-                raise ValueError("give root or meta")
-            meta = load_ijb_meta(root, dataset, pairs=False)
-        self.image_dir = str(image_dir) if image_dir is not None else str(meta.image_dir)
-        self.names = meta.names
-        self.landmarks = np.ascontiguousarray(meta.landmarks, dtype=np.float32)
-        if indices is None:
-            self.indices = np.arange(len(meta.names), dtype=np.int64)
-        else:
-            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-            if idx.size and (idx.min() < 0 or idx.max() >= len(meta.names)):
-                raise IndexError(f"indices must lie in [0, {len(meta.names)})")
-            self.indices = idx
-        self.normalize = normalize
-        self.skip_bad = skip_bad
-        self.skipped: list[int] = []
 
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
+def write_1n_csv(
+    path: str | os.PathLike[str],
+    template_ids: npt.ArrayLike,
+    subject_ids: npt.ArrayLike,
+    filenames: Sequence[str] | None = None,
+    extra_columns: Mapping[str, Sequence[Any]] | None = None,
+) -> Path:
+    """Write an IJB 1:N csv: ``TEMPLATE_ID,SUBJECT_ID,FILENAME[,...]`` with a header row.
 
-    def path(self, row: int) -> str:
-        """File path of meta row ``row``."""
-        return os.path.join(self.image_dir, str(self.names[row]))
+    One row per entry as given (the release has one row per image, templates repeated);
+    ``filenames`` default to ``"synthetic"``.
+    """
+    t = np.asarray(template_ids, dtype=np.int64).tolist()
+    sj = np.asarray(subject_ids, dtype=np.int64).tolist()
+    files = list(filenames) if filenames is not None else ["synthetic"] * len(t)
+    extra = dict(extra_columns or {})
+    header = ["TEMPLATE_ID", "SUBJECT_ID", "FILENAME", *extra]
+    cols = [t, sj, files, *(list(v) for v in extra.values())]
+    rows = [",".join(map(str, r)) for r in zip(*cols)]
+    p = Path(path)
+    p.write_text("\n".join([",".join(header), *rows]) + "\n")
+    return p
 
-    def load_aligned(self, row: int) -> npt.NDArray[np.uint8]:
-        """The aligned RGB face of meta row ``row``: uint8 (112, 112, 3).
 
-        Raises:
-            FileNotFoundError: the image file does not exist.
-            IJBFormatError: the file exists but OpenCV cannot decode it.
-        """
-        path = self.path(row)
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"IJB image not found: {path} (meta row {row})")
-            raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row})")
-        return align_face(img.astype(np.uint8, copy=False), self.landmarks[row])
+def __getattr__(name: str) -> Any:
+    # IJBCrops (a torch Dataset) moved to vitfree.faces; importing it lazily keeps this
+    # module, and so `vitfree eval features`, free of torch and OpenCV.
+    if name == "IJBCrops":
+        from vitfree.faces import IJBCrops
 
-    def _to_tensor(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
-        chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-        if self.normalize:
-            return (chw.to(torch.float32) / 255.0 - 0.5) / 0.5
-        return chw
-
-    def __getitem__(
-        self, i: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor, int, bool]:
-        row = int(self.indices[i])
-        ok = True
-        try:
-            rgb = self.load_aligned(row)
-        except (FileNotFoundError, IJBFormatError):
-            if not self.skip_bad:
-                raise
-            ok = False
-            self.skipped.append(row)
-            rgb = np.zeros((ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
-        img = self._to_tensor(rgb)
-        flipped = torch.flip(img, dims=(2,))
-        if self.skip_bad:
-            return img, flipped, row, ok
-        return img, flipped, row
+        return IJBCrops
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

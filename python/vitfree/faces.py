@@ -1,0 +1,224 @@
+"""Sources of faces -> aligned uint8 batches (image and its mirror), for a torch DataLoader.
+
+Every pipeline that runs a model on faces reads them through here, whatever the source:
+
+* :class:`IJBCrops`: IJB-B/C loose crops, decoded and aligned with their 5 landmarks
+  (docs/protocols.md §3) in DataLoader workers;
+* :class:`ArrayFaces`: faces already aligned and in memory (``.bin`` sets, pair lists,
+  generated faces);
+
+and :func:`face_batches` turns any of them into :class:`FaceBatch` es: uint8 RGB
+``(B, 3, 112, 112)`` images, their horizontal flips, the source rows and an ``ok`` flag per
+face (False for an unreadable image that was replaced by zeros).  uint8 keeps the
+inter-process traffic at a quarter of float32; :mod:`vitfree.inference` normalises on the
+model's device.
+
+This is the one module of the package with torch ``Dataset`` s; the readers in
+:mod:`vitfree.data` need no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from vitfree.data.align import ALIGNED_SIZE, align_face
+from vitfree.data.ijb import IJBMeta, load_ijb_meta
+from vitfree.errors import IJBFormatError, InputError
+from vitfree.runtime import worker_context
+
+__all__ = ["ArrayFaces", "FaceBatch", "IJBCrops", "face_batches"]
+
+
+class IJBCrops(Dataset):  # type: ignore[type-arg]
+    """Aligned IJB faces read from ``loose_crop``, for a torch ``DataLoader``.
+
+    Each item is ``(image, flipped, index)``: ``image`` the aligned face as a CHW tensor
+    (RGB, 3x112x112), ``flipped`` its horizontal mirror, ``index`` the row of the image in the
+    meta files (an ``int``). With ``normalize=True`` (default) both are float32 in [-1, 1],
+    ``(x / 255 - 0.5) / 0.5``; otherwise uint8.
+
+    With ``skip_bad=True`` a missing or undecodable image gives zero tensors (the uint8 zero
+    image, normalised if asked) instead of an error, and each item becomes
+    ``(image, flipped, index, ok)`` with ``ok`` a bool, so that the caller learns about bad
+    images also from worker processes. The indices skipped in *this* process are also appended
+    to :attr:`skipped`.
+
+    The object holds only numpy arrays and strings (no open files), so it pickles for
+    DataLoader workers under any start method.
+
+    Args:
+        root: as in :func:`load_ijb_meta`; images are read from ``<meta>/../loose_crop``.
+        dataset: "IJBC" or "IJBB".
+        meta: an already loaded :class:`IJBMeta` (then ``root`` may be None; images come from
+            ``meta.image_dir`` unless ``image_dir`` is given).
+        image_dir: override the image folder.
+        indices: only these rows (the returned ``index`` is still the meta row).
+        normalize: return float32 ``(x/255-0.5)/0.5`` instead of uint8.
+        skip_bad: substitute zeros for unreadable images instead of raising.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        dataset: str = "IJBC",
+        *,
+        meta: IJBMeta | None = None,
+        image_dir: str | os.PathLike[str] | None = None,
+        indices: npt.ArrayLike | None = None,
+        normalize: bool = True,
+        skip_bad: bool = False,
+    ) -> None:
+        if meta is None:
+            if root is None:
+                raise InputError("give root or meta")
+            meta = load_ijb_meta(root, dataset, pairs=False)
+        self.image_dir = str(image_dir) if image_dir is not None else str(meta.image_dir)
+        self.names = meta.names
+        self.landmarks = np.ascontiguousarray(meta.landmarks, dtype=np.float32)
+        if indices is None:
+            self.indices = np.arange(len(meta.names), dtype=np.int64)
+        else:
+            idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if idx.size and (idx.min() < 0 or idx.max() >= len(meta.names)):
+                raise IndexError(f"indices must lie in [0, {len(meta.names)})")
+            self.indices = idx
+        self.normalize = normalize
+        self.skip_bad = skip_bad
+        self.skipped: list[int] = []
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def path(self, row: int) -> str:
+        """File path of meta row ``row``."""
+        return os.path.join(self.image_dir, str(self.names[row]))
+
+    def load_aligned(self, row: int) -> npt.NDArray[np.uint8]:
+        """The aligned RGB face of meta row ``row``: uint8 (112, 112, 3).
+
+        Raises:
+            FileNotFoundError: the image file does not exist.
+            IJBFormatError: the file exists but OpenCV cannot decode it.
+        """
+        path = self.path(row)
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"IJB image not found: {path} (meta row {row})")
+            raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row})")
+        return align_face(img.astype(np.uint8, copy=False), self.landmarks[row])
+
+    def _to_tensor(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
+        chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        if self.normalize:
+            return (chw.to(torch.float32) / 255.0 - 0.5) / 0.5
+        return chw
+
+    def __getitem__(
+        self, i: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor, int, bool]:
+        row = int(self.indices[i])
+        ok = True
+        try:
+            rgb = self.load_aligned(row)
+        except (FileNotFoundError, IJBFormatError):
+            if not self.skip_bad:
+                raise
+            ok = False
+            self.skipped.append(row)
+            rgb = np.zeros((ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
+        img = self._to_tensor(rgb)
+        flipped = torch.flip(img, dims=(2,))
+        if self.skip_bad:
+            return img, flipped, row, ok
+        return img, flipped, row
+
+
+class ArrayFaces(Dataset):  # type: ignore[type-arg]
+    """Aligned faces held in memory: uint8 RGB ``(M, H, W, 3)``.
+
+    Items are ``(image, flipped, index, ok)`` like :class:`IJBCrops` with ``skip_bad``
+    (``ok`` is always True), uint8 CHW tensors.
+
+    Args:
+        images: uint8 array (M, H, W, 3), RGB, aligned.
+    """
+
+    def __init__(self, images: npt.ArrayLike) -> None:
+        arr = np.asarray(images)
+        if arr.ndim != 4 or arr.shape[3] != 3 or arr.dtype != np.uint8:
+            raise InputError(
+                f"expected uint8 RGB faces (M, H, W, 3), got {arr.dtype} {arr.shape}"
+            )
+        self.images = arr
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+        img = torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))
+        return img, torch.flip(img, dims=(2,)), int(i), True
+
+
+@dataclass
+class FaceBatch:
+    """A batch of faces from :func:`face_batches`.
+
+    Attributes:
+        images: (B, 3, H, W) uint8 RGB tensor.
+        flipped: (B, 3, H, W) uint8, the horizontal mirrors.
+        rows: (B,) int64 rows of the source (meta rows for IJB, indices for arrays).
+        ok: (B,) bool, False where an unreadable image was replaced by zeros.
+    """
+
+    images: torch.Tensor
+    flipped: torch.Tensor
+    rows: npt.NDArray[np.int64]
+    ok: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def face_batches(
+    faces: Dataset,  # type: ignore[type-arg]
+    batch_size: int,
+    *,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[FaceBatch]:
+    """Batches of ``faces`` in order (the last one may be smaller), decoded in workers.
+
+    Args:
+        faces: an :class:`IJBCrops` (``normalize=False``), an :class:`ArrayFaces`, or any
+            dataset with the same items.
+        batch_size: faces per batch.
+        num_workers: DataLoader worker processes (0 = this process); started with fork on
+            Linux (:func:`vitfree.runtime.worker_context`).
+        pin_memory: pin the batches for a fast copy to a GPU.
+    """
+    from torch.utils.data import DataLoader
+
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    loader = DataLoader(
+        faces,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
+        drop_last=False,
+    )
+    for item in loader:
+        img, flipped, rows_t = item[0], item[1], item[2]
+        ok = item[3].numpy().astype(bool) if len(item) > 3 else np.ones(len(rows_t), bool)
+        yield FaceBatch(img, flipped, rows_t.numpy().astype(np.int64), ok)
