@@ -1,4 +1,4 @@
-"""Argument validation shared by the public wrappers of the Rust core.
+"""Argument validation: the one set of checks every module uses (features, ids, labels, scores).
 
 Every helper returns a C-contiguous array of the exact dtype the kernels take, copying only when
 the input is not already in that form, and raises TypeError/ValueError naming the argument.
@@ -11,50 +11,107 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vitfree.errors import InputError, InputTypeError
+
 __all__ = ["as_features", "as_ids", "as_labels", "as_scores", "as_weights", "check_same_length"]
 
 
 def _array(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, np.ndarray):  # as is: a memory map stays one
+        return x
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
         x = x.detach().cpu().numpy()
     try:
         return np.asarray(x)
     except Exception as exc:  # pragma: no cover - exotic objects
-        raise TypeError(f"{name} could not be converted to a numpy array: {exc}") from exc
+        raise InputTypeError(f"{name} could not be converted to a numpy array: {exc}") from exc
 
 
-def as_features(x: Any, name: str, *, allow_f64: bool = True) -> np.ndarray:
-    """A (N, D) float32 (or float64 when allowed) C-contiguous matrix; float16 is widened."""
+def as_features(
+    x: Any,
+    name: str,
+    *,
+    allow_f64: bool = True,
+    dtype: Any = None,
+    finite: bool = False,
+    dim: int | None = None,
+    allow_empty: bool = False,
+    contiguous: bool = True,
+) -> np.ndarray:
+    """The one check of a feature matrix, used by every module: (N, D) floating point.
+
+    Accepted: float16 (widened to float32), float32 and float64 arrays (or torch tensors).
+    Integer, boolean and complex arrays are refused (``TypeError``): features are real
+    vectors, and a silent cast would hide a wrong input.
+
+    Args:
+        x: the matrix.
+        name: its argument name, used in every message.
+        allow_f64: keep float64 (else converted to float32).
+        dtype: convert to this dtype (e.g. ``np.float32`` for faiss); None keeps
+            float32/float64 as given.
+        finite: refuse NaN/inf, naming the first rows that hold them (the Rust kernels check
+            this themselves, so their wrappers leave it off).
+        dim: the required width D.
+        allow_empty: accept N == 0 or D == 0.
+        contiguous: return a C-contiguous array (copying only when needed); False returns
+            the input's memory as is (a memory map stays a memory map).
+
+    Raises:
+        TypeError: not a floating-point array.
+        ValueError: not 2-D, empty, wrong width, or non-finite values (with ``finite``).
+    """
     arr = _array(x, name)
+    if arr.dtype.kind != "f":
+        raise InputTypeError(
+            f"{name} must be a float array, got dtype {arr.dtype}: {name} must be float32 or "
+            f"float64 (float16 is widened; real numeric values only)"
+        )
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {arr.shape}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape})")
-    if arr.dtype == np.float16:
+        raise InputError(
+            f"{name} must be 2-D, got shape {arr.shape}: {name} must be a 2-D (N, D) array, "
+            f"one row per item"
+        )
+    if not allow_empty and (arr.shape[0] == 0 or arr.shape[1] == 0):
+        raise InputError(f"{name} is empty (shape {arr.shape})")
+    if dim is not None and arr.shape[1] != dim:
+        raise InputError(f"{name} has dimension {arr.shape[1]}, expected {dim}")
+    if dtype is not None:
+        if arr.dtype != dtype:
+            arr = arr.astype(dtype)
+    elif arr.dtype == np.float16 or (arr.dtype == np.float64 and not allow_f64):
         arr = arr.astype(np.float32)
-    if arr.dtype == np.float64 and not allow_f64:
-        arr = arr.astype(np.float32)
-    if arr.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}")
-    return np.ascontiguousarray(arr)
+    elif arr.dtype not in (np.float32, np.float64):  # float128 and other exotic widths
+        arr = arr.astype(np.float64 if allow_f64 else np.float32)
+    if contiguous:
+        arr = np.ascontiguousarray(arr)
+    if finite:
+        ok = np.isfinite(arr).all(axis=1)
+        if not ok.all():
+            bad = np.flatnonzero(~ok)
+            raise InputError(
+                f"{name} has NaN or infinite values in rows {bad[:10].tolist()}"
+                + (f" ({bad.size} rows)" if bad.size > 10 else "")
+            )
+    return arr
 
 
 def as_ids(x: Any, name: str, n: int | None = None) -> npt.NDArray[np.int64]:
     """A (N,) int64 vector of integer ids."""
     arr = _array(x, name)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of ids, got shape {arr.shape}")
+        raise InputError(f"{name} must be a 1-D array of ids, got shape {arr.shape}")
     if arr.dtype.kind not in "iu":
         if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
         elif arr.size == 0:
             arr = arr.astype(np.int64)
         else:
-            raise TypeError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+            raise InputTypeError(f"{name} must hold integer ids, got dtype {arr.dtype}")
     if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name} holds ids above the int64 range")
+        raise InputError(f"{name} holds ids above the int64 range")
     if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n}")
+        raise InputError(f"{name} has {arr.shape[0]} entries, expected {n}")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -62,15 +119,15 @@ def as_weights(x: Any, name: str, n: int) -> npt.NDArray[np.float64]:
     """A (N,) finite float64 vector."""
     arr = _array(x, name)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n}")
+        raise InputError(f"{name} has {arr.shape[0]} entries, expected {n}")
     if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
-        raise ValueError(f"{name}[{bad[0]}] is {arr[bad[0]]}; {name} must be finite ({bad.size} bad entries)")
+        raise InputError(f"{name}[{bad[0]}] is {arr[bad[0]]}; {name} must be finite ({bad.size} bad entries)")
     return arr
 
 
@@ -78,20 +135,20 @@ def as_labels(x: Any, name: str = "labels", n: int | None = None) -> npt.NDArray
     """A (N,) uint8 vector of 0 (impostor) / 1 (genuine); bool arrays are viewed, not copied."""
     arr = _array(x, name)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
+        raise InputError(f"{name} is empty")
     if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n}")
+        raise InputError(f"{name} has {arr.shape[0]} entries, expected {n}")
     if arr.dtype == np.bool_:
         return np.ascontiguousarray(arr).view(np.uint8)
     if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be 0/1 integers or booleans, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be 0/1 integers or booleans, got dtype {arr.dtype}")
     if arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 1:
         return np.ascontiguousarray(arr, dtype=np.uint8)  # fast path: two reductions
     bad = np.flatnonzero((arr != 0) & (arr != 1))
     if bad.size:
-        raise ValueError(
+        raise InputError(
             f"{name}[{bad[0]}] is {arr[bad[0]]}; {name} must be 0 (impostor) or 1 (genuine)"
             f" ({bad.size} bad entries)"
         )
@@ -105,13 +162,13 @@ def as_scores(x: Any, name: str = "scores", n: int | None = None, *, check_finit
     """
     arr = _array(x, name)
     if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {arr.shape}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
+        raise InputError(f"{name} is empty")
     if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n}")
+        raise InputError(f"{name} has {arr.shape[0]} entries, expected {n}")
     if arr.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
     arr = np.ascontiguousarray(arr)
@@ -120,7 +177,7 @@ def as_scores(x: Any, name: str = "scores", n: int | None = None, *, check_finit
     finite = np.isfinite(arr)
     if not finite.all():
         i = int(np.argmin(finite))
-        raise ValueError(f"{name}[{i}] is {arr[i]}; {name} must be finite")
+        raise InputError(f"{name}[{i}] is {arr[i]}; {name} must be finite")
     return arr
 
 
@@ -130,6 +187,6 @@ def check_same_length(**arrays: np.ndarray) -> None:
     first_name, first = items[0]
     for name, arr in items[1:]:
         if arr.shape[0] != first.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{name} has {arr.shape[0]} entries but {first_name} has {first.shape[0]}"
             )

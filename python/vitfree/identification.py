@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vitfree._checks import as_features
+from vitfree.errors import InputError, InputTypeError
 from vitfree.search import GalleryIndex, SearchConfig, SearchKind
 
 __all__ = [
@@ -94,6 +96,15 @@ class IdentificationResult:
     mate_score: npt.NDArray[np.float32] = field(repr=False)
     top_score: npt.NDArray[np.float32] = field(repr=False)
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form of one gallery's results (percent, 4 decimals)."""
+        return {
+            "tpir": [round(float(t) * 100, 4) for t in self.tpir],
+            "rank": {str(k): round(float(v) * 100, 4) for k, v in self.rank.items()},
+            "n_mated": self.n_mated,
+            "n_nonmated": self.n_nonmated,
+        }
+
     def tpir_at(self, fpir: float) -> float:
         """TPIR at any FPIR in (0, 1], by the same rule."""
         t, _ = tpir_at_fpir(
@@ -127,53 +138,50 @@ class IJBIdentificationResult:
     curve_tpir: npt.NDArray[np.float64]
     n_probes: int
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (percent, 4 decimals), as in ``results.json``."""
+        return {
+            "fpirs": [float(f) for f in self.fpirs],
+            "tpir": [round(float(t) * 100, 4) for t in self.tpir],
+            "rank": {str(k): round(float(v) * 100, 4) for k, v in self.rank.items()},
+            "galleries": {name: g.as_dict() for name, g in self.galleries.items()},
+            "n_probes": self.n_probes,
+        }
+
 
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
 
 
-def _features(name: str, x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    a = np.asarray(x)
-    if a.dtype.kind != "f":
-        raise TypeError(f"{name} must be a float array (L2-normalised features), got {a.dtype}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {a.shape}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.all(np.isfinite(a)):
-        bad = np.flatnonzero(~np.all(np.isfinite(a), axis=1))
-        raise ValueError(f"{name} has NaN or infinite values in rows {bad[:10].tolist()}")
-    return a
-
-
 def _labels(name: str, x: npt.ArrayLike, n: int, n_name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+        raise InputError(f"{name} must be 1-D, got shape {a.shape}")
     if a.shape[0] != n:
-        raise ValueError(f"{name} has {a.shape[0]} entries but {n_name} has {n} rows")
+        raise InputError(f"{name} has {a.shape[0]} entries but {n_name} has {n} rows")
     if a.dtype.kind == "f":
         if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN")
+            raise InputError(f"{name} contains NaN")
     elif a.dtype.kind not in "iuUSb":
-        raise TypeError(f"{name} must hold integer (or string) subject ids, got {a.dtype}")
+        raise InputTypeError(f"{name} must hold integer (or string) subject ids, got {a.dtype}")
     return a
 
 
 def _fpirs(fpirs: Any) -> npt.NDArray[np.float64]:
     f = np.atleast_1d(np.asarray(fpirs, dtype=np.float64))
     if f.ndim != 1:
-        raise ValueError(f"fpirs must be a sequence of numbers, got shape {f.shape}")
+        raise InputError(f"fpirs must be a sequence of numbers, got shape {f.shape}")
     bad = f[~((f > 0) & (f <= 1))]
     if bad.size:
-        raise ValueError(f"FPIRs must lie in (0, 1], got {bad.tolist()}")
+        raise InputError(f"FPIRs must lie in (0, 1], got {bad.tolist()}")
     return f
 
 
 def _ranks(ranks: Any) -> tuple[int, ...]:
     r = tuple(int(k) for k in ranks)
     if any(k < 1 for k in r):
-        raise ValueError(f"ranks must be >= 1, got {list(r)}")
+        raise InputError(f"ranks must be >= 1, got {list(r)}")
     return r
 
 
@@ -295,7 +303,7 @@ def _as_index(
 ) -> GalleryIndex:
     if isinstance(search, GalleryIndex):
         if search.ntotal != gallery.shape[0] or search.dim != gallery.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"the given index holds {search.ntotal} x {search.dim} features, the gallery "
                 f"is {gallery.shape[0]} x {gallery.shape[1]}"
             )
@@ -338,16 +346,16 @@ def identification(
         TypeError/ValueError: non-float features, wrong shapes, NaN/inf, mismatched lengths,
         dimension mismatch, empty gallery or probe set, FPIRs outside (0, 1], ranks < 1.
     """
-    pf = _features("probe_feats", probe_feats)
-    gf = _features("gallery_feats", gallery_feats)
+    pf = as_features(probe_feats, "probe_feats", dtype=np.float32, finite=True, allow_empty=True)
+    gf = as_features(gallery_feats, "gallery_feats", dtype=np.float32, finite=True, allow_empty=True)
     ps = _labels("probe_subjects", probe_subjects, pf.shape[0], "probe_feats")
     gs = _labels("gallery_subjects", gallery_subjects, gf.shape[0], "gallery_feats")
     if gf.shape[0] == 0:
-        raise ValueError("the gallery is empty")
+        raise InputError("the gallery is empty")
     if pf.shape[0] == 0:
-        raise ValueError("there are no probes")
+        raise InputError("there are no probes")
     if pf.shape[1] != gf.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"probe_feats have dimension {pf.shape[1]} but gallery_feats {gf.shape[1]}"
         )
     f = _fpirs(fpirs)
@@ -395,14 +403,14 @@ def _rows_of(
 ) -> npt.NDArray[np.int64]:
     q = np.asarray(ids)
     if q.ndim != 1:
-        raise ValueError(f"{name} template ids must be 1-D, got shape {q.shape}")
+        raise InputError(f"{name} template ids must be 1-D, got shape {q.shape}")
     pos = np.minimum(np.searchsorted(sorted_ids, q), sorted_ids.size - 1)
     ok = sorted_ids[pos] == q
     if not ok.all():
         missing = np.unique(q[~ok])
         shown = ", ".join(str(t) for t in missing[:10].tolist())
         more = f" and {missing.size - 10} more" if missing.size > 10 else ""
-        raise ValueError(
+        raise InputError(
             f"{missing.size} {name} template ids have no feature in template_ids: {shown}{more}"
         )
     return order[pos].astype(np.int64)
@@ -412,11 +420,11 @@ def _pair(name: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
     try:
         ids, subjects = x
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a pair (template_ids, subject_ids)") from None
+        raise InputTypeError(f"{name} must be a pair (template_ids, subject_ids)") from None
     ids = np.asarray(ids)
     subjects = np.asarray(subjects)
     if ids.ndim != 1 or subjects.shape != ids.shape:
-        raise ValueError(
+        raise InputError(
             f"{name}: template_ids and subject_ids must be 1-D of equal length, got "
             f"{ids.shape} and {subjects.shape}"
         )
@@ -454,25 +462,25 @@ def ijb_identification(
         ValueError: unknown template ids (named), duplicate template_ids, galleries sharing a
         subject, and everything :func:`identification` rejects.
     """
-    feats = _features("template_feats", template_feats)
+    feats = as_features(template_feats, "template_feats", dtype=np.float32, finite=True)
     tids = np.asarray(template_ids)
     if tids.ndim != 1 or tids.shape[0] != feats.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"template_ids must be 1-D with one id per row of template_feats "
             f"({feats.shape[0]}), got shape {tids.shape}"
         )
     if tids.size == 0:
-        raise ValueError("template_feats is empty")
+        raise InputError("template_feats is empty")
     order = np.argsort(tids, kind="stable")
     sorted_ids = tids[order]
     dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
     if dup.size:
-        raise ValueError(f"template_ids are not unique: {np.unique(dup)[:10].tolist()}")
+        raise InputError(f"template_ids are not unique: {np.unique(dup)[:10].tolist()}")
     g = [_pair(gallery_names[0], gallery1), _pair(gallery_names[1], gallery2)]
     p_ids, p_subj = _pair("probe", probes)
     shared = np.intersect1d(g[0][1], g[1][1])
     if shared.size:
-        raise ValueError(
+        raise InputError(
             f"galleries {gallery_names[0]} and {gallery_names[1]} share {shared.size} subjects "
             f"(e.g. {shared[:10].tolist()}); IJB galleries are disjoint"
         )

@@ -22,6 +22,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from vitfree._checks import as_features
+from vitfree.errors import InputError
+
 __all__ = [
     "GalleryIndex",
     "SearchConfig",
@@ -69,26 +72,12 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in ("flat", "ivf", "hnsw"):
-            raise ValueError(f"kind must be 'flat', 'ivf' or 'hnsw', got {self.kind!r}")
+            raise InputError(f"kind must be 'flat', 'ivf' or 'hnsw', got {self.kind!r}")
         for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"nlist must be >= 1, got {self.nlist}")
-
-
-def _as_matrix(name: str, x: npt.ArrayLike, dim: int | None = None) -> npt.NDArray[np.float32]:
-    a = np.asarray(x)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, dim), got shape {a.shape}")
-    if dim is not None and a.shape[1] != dim:
-        raise ValueError(f"{name} has dimension {a.shape[1]}, expected {dim}")
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return a
+            raise InputError(f"nlist must be >= 1, got {self.nlist}")
 
 
 class GalleryIndex:
@@ -103,11 +92,11 @@ class GalleryIndex:
         self, gallery: npt.ArrayLike, config: SearchConfig | None = None, **overrides: Any
     ) -> None:
         cfg = replace(config or SearchConfig(), **overrides)
-        g = _as_matrix("gallery", gallery)
+        g = as_features(gallery, "gallery", dtype=np.float32, finite=True)
         if g.shape[0] == 0:
-            raise ValueError("gallery is empty")
+            raise InputError("gallery is empty")
         if g.shape[1] == 0:
-            raise ValueError("gallery features have dimension 0")
+            raise InputError("gallery features have dimension 0")
         self.config = cfg
         self.ntotal = int(g.shape[0])
         self.dim = int(g.shape[1])
@@ -157,9 +146,9 @@ class GalleryIndex:
             int64 gallery rows. Approximate kinds may find fewer than k entries: missing ones
             have id -1 and score -inf.
         """
-        q = _as_matrix("queries", queries, self.dim)
+        q = as_features(queries, "queries", dtype=np.float32, finite=True, dim=self.dim, allow_empty=True)
         if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise InputError(f"k must be >= 1, got {k}")
         k = min(int(k), self.ntotal)
         if q.shape[0] == 0:
             return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
@@ -213,7 +202,7 @@ def recall_at_k(
     exact = build_index(gallery, "flat", use_gpu=params.get("use_gpu")).search(queries, k)[1]
     approx = build_index(gallery, kind, **params).search(queries, k)[1]
     if exact.shape[0] == 0:
-        raise ValueError("no queries")
+        raise InputError("no queries")
     kk = exact.shape[1]
     hits = 0
     for e, a in zip(exact, approx):
