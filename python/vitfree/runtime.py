@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from vitfree.errors import InputError
+
 __all__ = [
     "AMP_DTYPES",
     "Dist",
@@ -51,7 +53,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(dev)!r} asked for, but CUDA is not available here")
+            raise InputError(f"device {str(dev)!r} asked for, but CUDA is not available here")
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
@@ -62,9 +64,9 @@ def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     if amp in (None, "", "none", "fp32"):
         return None
     if amp not in AMP_DTYPES:
-        raise ValueError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
+        raise InputError(f"amp must be 'bf16', 'fp16' or None, got {amp!r}")
     if device.type != "cuda":
-        raise ValueError(
+        raise InputError(
             f"--amp {amp} needs a CUDA device (running on {device}); on CPU the model runs "
             f"in float32, as the reference does"
         )
@@ -158,7 +160,7 @@ def dist_setup(device: torch.device, distributed: bool | None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         if distributed:
-            raise ValueError(
+            raise InputError(
                 "distributed=True but WORLD_SIZE is not set: start with torchrun "
                 "--nproc_per_node N, or call torch.distributed.init_process_group first"
             )
