@@ -1,21 +1,31 @@
-"""Per-exit IJB-B/C evaluation from image features: 1:1 verification and 1:N identification.
+"""Per-exit evaluation from features, without torch: the protocols and their orchestration.
 
-This is the engine behind ``vitfree eval features`` (and behind ``vitfree eval ijbc`` once
-features are extracted): for every feature set (one per exit) it aggregates templates once and
-reuses them for both protocols.
+* IJB-B/C (docs/protocols.md §3, §4): :func:`evaluate_ijb_exits` aggregates the templates
+  of each feature set (one per exit) once and reuses them for 1:1 verification
+  (:mod:`vitfree.ijb`) and 1:N identification (:mod:`vitfree.identification`); one
+  :class:`ExitResult` per exit.
+* LFW-style ``.bin`` sets and pair lists (§5): :func:`evaluate_pairset_embeddings` runs the
+  k-fold protocol (:func:`vitfree.metrics.kfold_accuracy`) on each exit's embeddings; one
+  :class:`PairSetResult` per exit.
+
+Every result serialises itself (``as_dict``); costs travel as :class:`vitfree.costs.ExitCost`.
+This is the engine behind ``vitfree eval features`` and, once features are extracted,
+behind ``vitfree eval ijbc|ijbb|bin|pairs``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from vitfree.costs import ExitCost, cost_table
 from vitfree.data.ijb import IJB1N, IJBMeta
-from vitfree.features import FeatureSet
+from vitfree.errors import InputError
 from vitfree.identification import (
     DEFAULT_FPIRS,
     DEFAULT_RANKS,
@@ -23,14 +33,21 @@ from vitfree.identification import (
     ijb_identification,
 )
 from vitfree.ijb import VerificationResult, evaluate_verification
-from vitfree.metrics import DEFAULT_FARS
+from vitfree.metrics import DEFAULT_FARS, KFoldResult, kfold_accuracy
+from vitfree.store import FeatureSet
 
-__all__ = ["ExitResult", "IJBOptions", "evaluate_ijb_exits"]
+__all__ = [
+    "ExitResult",
+    "IJBOptions",
+    "PairSetResult",
+    "evaluate_ijb_exits",
+    "evaluate_pairset_embeddings",
+]
 
 
 @dataclass(frozen=True)
 class IJBOptions:
-    """How image features become template features (PROTOCOLS §3 community default: flip on,
+    """How image features become template features (docs/protocols.md §3 community default: flip on,
     detector score on, no per-image normalisation) and which metrics are computed.
 
     Attributes:
@@ -52,35 +69,34 @@ class IJBOptions:
 
 @dataclass
 class ExitResult:
-    """Results of one feature set (one exit)."""
+    """Results of one feature set (one exit) on IJB-B/C.
+
+    Attributes:
+        label: display name ("exit 4").
+        exit: the exit (1-based block), when known.
+        verification: the 1:1 results.
+        identification: the 1:N results, or None when not run.
+        cost: the exit's cost record, when known.
+        seconds: wall time of this exit's evaluation.
+    """
 
     label: str
     exit: int | None
     verification: VerificationResult
     identification: IJBIdentificationResult | None
-    cost: dict[str, Any] = field(default_factory=dict)
+    cost: ExitCost | None = None
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"label": self.label, "exit": self.exit, "cost": self.cost}
+        """JSON form, as in ``results.json``."""
+        out: dict[str, Any] = {
+            "label": self.label,
+            "exit": self.exit,
+            "cost": self.cost.as_dict() if self.cost is not None else {},
+        }
         out["verification"] = self.verification.as_dict()
         if self.identification is not None:
-            ident = self.identification
-            out["identification"] = {
-                "fpirs": [float(f) for f in ident.fpirs],
-                "tpir": [round(float(t) * 100, 4) for t in ident.tpir],
-                "rank": {str(k): round(float(v) * 100, 4) for k, v in ident.rank.items()},
-                "galleries": {
-                    name: {
-                        "tpir": [round(float(t) * 100, 4) for t in g.tpir],
-                        "rank": {str(k): round(float(v) * 100, 4) for k, v in g.rank.items()},
-                        "n_mated": g.n_mated,
-                        "n_nonmated": g.n_nonmated,
-                    }
-                    for name, g in ident.galleries.items()
-                },
-                "n_probes": ident.n_probes,
-            }
+            out["identification"] = self.identification.as_dict()
         out["seconds"] = round(self.seconds, 3)
         return out
 
@@ -107,7 +123,7 @@ def evaluate_ijb_exits(
     n = len(meta)
     for fs in feature_sets:
         if fs.feats.shape[0] != n:
-            raise ValueError(
+            raise InputError(
                 f"{fs.label}: {fs.feats.shape[0]} feature rows but the meta files list {n} images"
                 " (rows must follow face_tid_mid.txt)"
             )
@@ -144,4 +160,74 @@ def evaluate_ijb_exits(
                 search=options.search,  # type: ignore[arg-type]
             )
         results.append(ExitResult(fs.label, fs.exit, ver, ident, fs.cost, time.perf_counter() - t0))
+    return results
+
+
+@dataclass
+class PairSetResult:
+    """k-fold results of one verification set at one exit.
+
+    Attributes:
+        name: the set ("lfw", "cfp_fp", ... : the file name without extension).
+        exit: the exit (1-based block).
+        kfold: :class:`vitfree.metrics.KFoldResult` (fractions, not percent).
+        n_pairs: pairs in the set.
+        cost: the exit's cost record, when known.
+    """
+
+    name: str
+    exit: int
+    kfold: KFoldResult
+    n_pairs: int
+    cost: ExitCost | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (percent, 4 decimals), as in ``results.json``."""
+        k = self.kfold
+        return {
+            "set": self.name,
+            "exit": self.exit,
+            "n_pairs": self.n_pairs,
+            "accuracy_mean": round(k.mean * 100, 4),
+            "accuracy_std": round(k.std * 100, 4),
+            "accuracies": [round(float(a) * 100, 4) for a in k.accuracies],
+            "thresholds": [round(float(t), 4) for t in k.thresholds],
+            "val_far": k.far_target,
+            "val_mean": round(k.val_mean * 100, 4),
+            "val_std": round(k.val_std * 100, 4),
+            "far_mean": k.far_mean,
+            "cost": self.cost.as_dict() if self.cost is not None else {},
+        }
+
+
+def evaluate_pairset_embeddings(
+    embeddings: Mapping[int, npt.ArrayLike],
+    issame: npt.ArrayLike,
+    *,
+    name: str = "pairs",
+    n_folds: int = 10,
+    far_target: float = 1e-3,
+    costs: Mapping[Any, Any] | None = None,
+) -> list[PairSetResult]:
+    """The ``.bin`` protocol (docs/protocols.md §5) at every exit, from embeddings.
+
+    Args:
+        embeddings: ``{exit: (2N, D)}`` embeddings, pair i = rows 2i and 2i+1 (each the sum
+            of the image's and its flip's raw embeddings, as :func:`vitfree.extract.extract_bin`
+            returns them).
+        issame: (N,) bool, pair i is a genuine pair.
+        name: label of the set.
+        n_folds, far_target: the protocol (10 contiguous folds, VAL@FAR=1e-3).
+        costs: ``{exit: ExitCost}`` (or a manifest's ``{"4": {...}}``) for the cost columns.
+
+    Returns:
+        One :class:`PairSetResult` per exit, in the order of ``embeddings``.
+    """
+    same = np.asarray(issame, dtype=bool)
+    table = cost_table(costs)
+    results = []
+    for k, e in embeddings.items():
+        e = np.asarray(e)
+        kf = kfold_accuracy(e[0::2], e[1::2], same, n_folds, far_target=far_target)
+        results.append(PairSetResult(name, int(k), kf, int(same.size), table.get(int(k))))
     return results

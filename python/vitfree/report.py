@@ -1,7 +1,8 @@
 """Per-exit reports: the table on stdout, ``results.json``, ``results.csv`` and PNG plots.
 
 IJB-B/C results are :class:`vitfree.evaluate.ExitResult`; ``.bin`` / pair-list results are
-:class:`vitfree.extract.PairSetResult` (``name``, ``exit``, ``kfold``, ``n_pairs``, ``cost``).
+:class:`vitfree.evaluate.PairSetResult`.  Plots are drawn on ``matplotlib.figure.Figure``
+objects and saved, so the matplotlib backend of a user's session is never switched.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from vitfree.evaluate import ExitResult
+from vitfree.costs import ExitCost
+from vitfree.evaluate import ExitResult, PairSetResult
 from vitfree.ijb import format_far
 
 __all__ = [
@@ -30,15 +32,30 @@ __all__ = [
 ]
 
 
-def _cost_cols(cost: dict[str, Any]) -> dict[str, Any]:
+def _cost_cols(cost: ExitCost | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "gflops" in cost:
-        out["GFLOPs"] = round(float(cost["gflops"]), 3)
-    if "flop_ratio" in cost:
-        out["rel. FLOPs"] = round(float(cost["flop_ratio"]), 3)
-    if "speedup" in cost:
-        out["speed-up"] = round(float(cost["speedup"]), 2)
+    if cost is None:
+        return out
+    if cost.gflops is not None:
+        out["GFLOPs"] = round(cost.gflops, 3)
+    if cost.flop_ratio is not None:
+        out["rel. FLOPs"] = round(cost.flop_ratio, 3)
+    if cost.speedup is not None:
+        out["speed-up"] = round(cost.speedup, 2)
     return out
+
+
+def _flop_ratios(results: Sequence[Any]) -> list[float] | None:
+    """The FLOP ratio of every result, or None when one of them has none."""
+    ratios = [r.cost.flop_ratio if r.cost is not None else None for r in results]
+    return None if any(x is None for x in ratios) else [float(x) for x in ratios]
+
+
+def _figure() -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8))
+    return fig, fig.subplots()
 
 
 def ijb_rows(results: Sequence[ExitResult]) -> list[dict[str, Any]]:
@@ -112,15 +129,10 @@ def save_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], info: d
 
 def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: str = "") -> list[Path]:
     """``roc.png`` (ROC of every exit, log FAR axis) and ``accuracy_vs_cost.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = _figure()
     for r in results:
         roc = r.verification.roc
         # a few thousand points on a log grid are enough to draw millions
@@ -137,13 +149,13 @@ def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: 
     fig.tight_layout()
     paths.append(folder / "roc.png")
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = _figure()
     far_idx = int(np.argmin(np.abs(np.log10(results[0].verification.fars) + 4))) if results else 0
     far = results[0].verification.fars[far_idx] if results else 1e-4
-    have_cost = all("flop_ratio" in r.cost for r in results)
-    xs = [float(r.cost["flop_ratio"]) if have_cost else (r.exit or i + 1) for i, r in enumerate(results)]
+    ratios = _flop_ratios(results)
+    have_cost = ratios is not None
+    xs = ratios if ratios is not None else [r.exit or i + 1 for i, r in enumerate(results)]
     ys = [float(r.verification.nearest.tar[far_idx]) * 100 for r in results]
     ax.plot(xs, ys, "o-")
     for x, y, r in zip(xs, ys, results):
@@ -155,16 +167,15 @@ def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: 
     fig.tight_layout()
     paths.append(folder / "accuracy_vs_cost.png")
     fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
     return paths
 
 
 # --------------------------------------------------------------------------------------
-# LFW-style .bin sets and pair lists (PROTOCOLS §5)
+# LFW-style .bin sets and pair lists (docs/protocols.md §5)
 # --------------------------------------------------------------------------------------
 
 
-def bin_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
+def bin_rows(results: Sequence[PairSetResult]) -> list[dict[str, Any]]:
     """One flat dict per (set, exit): accuracy and VAL in percent, then the cost columns."""
     rows = []
     for r in results:
@@ -180,7 +191,7 @@ def bin_rows(results: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def format_bin_table(results: Sequence[Any], title: str = "") -> str:
+def format_bin_table(results: Sequence[PairSetResult], title: str = "") -> str:
     """A fixed-width table of :func:`bin_rows` (percent, two decimals), one block per set."""
     rows = bin_rows(results)
     if not rows:
@@ -208,7 +219,7 @@ def format_bin_table(results: Sequence[Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def save_bin(results: Sequence[Any], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
+def save_bin(results: Sequence[PairSetResult], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
     """Write ``results.json`` (per set and exit, fold accuracies included) and ``results.csv``."""
     sets: dict[str, Any] = {}
     for r in results:
@@ -217,20 +228,15 @@ def save_bin(results: Sequence[Any], out: str | os.PathLike[str], info: dict[str
     return _write_results(out, {"info": info, "sets": sets}, bin_rows(results))
 
 
-def plot_bin(results: Sequence[Any], out: str | os.PathLike[str], title: str = "") -> list[Path]:
+def plot_bin(results: Sequence[PairSetResult], out: str | os.PathLike[str], title: str = "") -> list[Path]:
     """``accuracy_vs_cost.png``: accuracy (mean, std bars) against relative FLOPs, a line per set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    have_cost = all("flop_ratio" in r.cost for r in results)
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    have_cost = _flop_ratios(results) is not None
+    fig, ax = _figure()
     for name in dict.fromkeys(r.name for r in results):
         rs = [r for r in results if r.name == name]
-        xs = [float(r.cost["flop_ratio"]) if have_cost else r.exit for r in rs]
+        xs = _flop_ratios(rs) if have_cost else [r.exit for r in rs]
         ys = [r.kfold.mean * 100 for r in rs]
         es = [r.kfold.std * 100 for r in rs]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
@@ -244,5 +250,4 @@ def plot_bin(results: Sequence[Any], out: str | os.PathLike[str], title: str = "
     fig.tight_layout()
     path = folder / "accuracy_vs_cost.png"
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return [path]
