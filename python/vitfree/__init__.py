@@ -1,10 +1,59 @@
 """vitfree: training-free early exits for face-recognition Vision Transformers.
 
-Submodules: :mod:`vitfree.ijb` (IJB-B/C 1:1 pipeline), :mod:`vitfree.metrics` (ROC, TAR@FAR,
-k-fold accuracy), :mod:`vitfree.models` (face ViTs with early exits), :mod:`vitfree.data`
-(dataset readers and alignment), :mod:`vitfree.identification` (1:N), :mod:`vitfree.cli`.
+Data flow, and the module that owns each arrow::
+
+    faces ──────────> batches ──────────> model / exits ──────────> feature store
+      vitfree.data       vitfree.faces       vitfree.inference          vitfree.store
+      (readers and       (torch Datasets,    (image + flip in one       (manifest schema,
+      writers of IJB,    aligned uint8       pass, every exit:          open / resume /
+      .bin, pair lists;  batches and their   vitfree.models; device     write / assemble /
+      5-point align)     flips)              and AMP: vitfree.runtime)  read)
+                           └──── the DataLoader loop and sharding: vitfree.extract ────┘
+
+    feature store ──────────> protocols ──────────> report
+      vitfree.store              vitfree.evaluate          vitfree.report
+                                 (per-exit orchestration;  (table, results.json/csv,
+                                 1:1 vitfree.ijb +         PNG plots on Figure objects)
+                                 vitfree.metrics (Rust),
+                                 1:N vitfree.identification
+                                 + vitfree.search, k-fold)
+
+- :mod:`vitfree.pipelines`: one library function per command (:func:`evaluate_features`,
+  :func:`evaluate_ijb`, :func:`evaluate_pairsets`, :func:`demo`), re-exported here;
+  :mod:`vitfree.cli` parses arguments and calls them.
+- :mod:`vitfree.models`: face ViTs (insightface / TransFace / LVFace) with block stepping,
+  exits, head components, truncation, costs.
+- :mod:`vitfree.costs` (the per-exit cost record), :mod:`vitfree.errors` (one root
+  exception), :mod:`vitfree.synthetic` (IJB-shaped synthetic data, labelled so).
+- The protocols and formats are described in ``docs/protocols.md``.
+
+Evaluation from saved features (:mod:`vitfree.store`, :mod:`vitfree.evaluate`,
+:mod:`vitfree.report`, :func:`evaluate_features`) imports neither torch nor OpenCV.
 """
 
-from vitfree._core import __version__, get_num_threads, set_num_threads
+from typing import Any
 
-__all__ = ["__version__", "get_num_threads", "set_num_threads"]
+from vitfree._core import __version__, get_num_threads, set_num_threads
+from vitfree.errors import VitfreeError
+
+__all__ = [
+    "VitfreeError",
+    "__version__",
+    "demo",
+    "evaluate_features",
+    "evaluate_ijb",
+    "evaluate_pairsets",
+    "get_num_threads",
+    "set_num_threads",
+]
+
+_PIPELINES = ("demo", "evaluate_features", "evaluate_ijb", "evaluate_pairsets")
+
+
+def __getattr__(name: str) -> Any:
+    # The pipelines are imported on first use, so that `import vitfree` stays light.
+    if name in _PIPELINES:
+        from vitfree import pipelines
+
+        return getattr(pipelines, name)
+    raise AttributeError(f"module 'vitfree' has no attribute {name!r}")

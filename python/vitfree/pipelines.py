@@ -1,0 +1,532 @@
+"""Library functions for every command: what ``vitfree eval ...`` and ``vitfree demo`` do,
+callable from Python (a notebook, a script) with the same defaults.
+
+=========================================  ==============================================
+command                                    function
+=========================================  ==============================================
+``vitfree eval features FEATS --meta R``   :func:`evaluate_features` (no torch needed)
+``vitfree eval ijbc|ijbb --root R ...``    :func:`evaluate_ijb`
+``vitfree eval bin|pairs FILES ...``       :func:`evaluate_pairsets`
+``vitfree demo``                           :func:`demo`
+=========================================  ==============================================
+
+Each returns a :class:`Evaluation` (the per-exit results, a title, the run's description and
+the files written); ``Evaluation.table()`` is the table the command prints.  With ``out``
+they write ``results.json``, ``results.csv`` and, unless ``plots=False``, the PNG plots.
+
+This module imports no torch itself: the model-running functions import it when called,
+so ``vitfree eval features`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vitfree._logging import get_logger
+from vitfree.costs import ExitCost
+from vitfree.errors import InputError
+from vitfree.evaluate import (
+    IJBOptions,
+    PairSetResult,
+    evaluate_ijb_exits,
+    evaluate_pairset_embeddings,
+)
+from vitfree.store import FeatureSet, Manifest, load_feature_sets, write_feature_store
+
+if TYPE_CHECKING:
+    from vitfree.data.bins import PairSet
+    from vitfree.models import VisionTransformer
+
+__all__ = [
+    "Evaluation",
+    "PairSetResult",
+    "default_exits",
+    "demo",
+    "evaluate_features",
+    "evaluate_ijb",
+    "evaluate_pairset",
+    "evaluate_pairsets",
+]
+
+log = get_logger(__name__)
+
+#: Banner of everything computed on generated data.
+SYNTHETIC_BANNER = (
+    "SYNTHETIC DATA: IJB-C-shaped features generated with identity structure, one noise level "
+    "per exit.\nThey exercise the real readers and protocols at IJB-C size; they are not results "
+    "of a real model or dataset."
+)
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation pipeline produced.
+
+    Attributes:
+        kind: "ijb" (results are :class:`ExitResult`) or "pairs" (:class:`PairSetResult`).
+        results: one per exit (per set and exit for "pairs").
+        title: the title of the table and plots.
+        info: the description written under ``"info"`` in ``results.json``.
+        files: the files written (empty without ``out``).
+    """
+
+    kind: str
+    results: list[Any]
+    title: str
+    info: dict[str, Any] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The fixed-width per-exit table the command line prints."""
+        from vitfree.report import format_bin_table, format_ijb_table
+
+        if self.kind == "ijb":
+            return format_ijb_table(self.results, self.title)
+        return format_bin_table(self.results, self.title)
+
+
+def default_exits(depth: int) -> list[int]:
+    """1/3, 1/2, 2/3, 5/6 of the depth and the full model: 4,6,8,10,12 for 12 blocks."""
+    return sorted({max(1, round(depth * f)) for f in (1 / 3, 1 / 2, 2 / 3, 5 / 6, 1.0)})
+
+
+# --------------------------------------------------------------------------------------
+# IJB-B/C from features
+# --------------------------------------------------------------------------------------
+
+
+def _progress(total: int, desc: str, enabled: bool) -> tuple[Callable[[str], None], Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not enabled)
+
+    def step(msg: str) -> None:
+        bar.set_postfix_str(msg)
+        bar.update(1)
+
+    return step, bar
+
+
+def _evaluate_ijb_sets(
+    sets: Sequence[FeatureSet],
+    meta_root: str | os.PathLike[str],
+    *,
+    dataset: str,
+    options: IJBOptions,
+    one_n: bool,
+    out: str | os.PathLike[str] | None,
+    plots: bool,
+    title: str,
+    info: Mapping[str, Any],
+    progress: bool,
+) -> Evaluation:
+    """The IJB 1:1 (+ 1:N) protocols on feature sets, then results.json/csv and plots."""
+    from vitfree.data import load_ijb_1n, load_ijb_meta
+    from vitfree.report import plot_ijb, save_ijb
+
+    t0 = time.perf_counter()
+    meta = load_ijb_meta(meta_root, dataset)
+    onen = None
+    if one_n:
+        try:
+            onen = load_ijb_1n(meta_root, dataset)
+        except FileNotFoundError as exc:
+            log.warning("note: skipping 1:N identification: %s (pass --no-1n to silence)", exc)
+    log.info("%r read in %.1f s", meta, time.perf_counter() - t0)
+    steps = len(sets) * (2 if onen is not None else 1)
+    step, bar = _progress(steps, "evaluating", progress)
+    try:
+        results = evaluate_ijb_exits(sets, meta, onen, options, progress=step)
+        bar.update(steps - bar.n)
+    finally:
+        bar.close()
+    opts = {
+        "use_flip": options.use_flip,
+        "use_faceness": options.use_faceness,
+        "normalize_images": options.normalize_images,
+        "fars": list(options.fars),
+        "search": options.search,
+    }
+    full_info = dict(info, dataset=dataset, options=opts, meta=str(meta.meta_dir))
+    ev = Evaluation("ijb", results, title, full_info)
+    if out is not None:
+        ev.files = save_ijb(results, out, full_info)
+        if plots:
+            ev.files += plot_ijb(results, out, title)
+        log.info("wrote %s", ", ".join(str(p) for p in ev.files))
+    return ev
+
+
+def evaluate_features(
+    features: str | os.PathLike[str],
+    meta_root: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    dataset: str = "IJBC",
+    exits: Sequence[int] | None = None,
+    flip_halves: bool = False,
+    options: IJBOptions | None = None,
+    one_n: bool = True,
+    plots: bool = True,
+    progress: bool = True,
+) -> Evaluation:
+    """IJB-B/C 1:1 and 1:N of saved per-exit features (``vitfree eval features``).
+
+    Args:
+        features: a feature store folder (``exit_XX.npy``), an ``.npz`` or an ``.npy``;
+            rows follow ``face_tid_mid.txt`` (:func:`vitfree.store.load_feature_sets`).
+        meta_root: folder holding ``IJBC/meta`` (or ``IJBB/meta``), or the meta folder.
+        out: folder for results.json, results.csv and plots (None: write nothing).
+        dataset: "IJBC" or "IJBB".
+        exits: only these exits of a store.
+        flip_halves: arrays are (N, 2D) image + flip halves (insightface's saved format).
+        options: the protocol (:class:`IJBOptions`; default: the community setting).
+        one_n: also run 1:N when the csvs exist.
+        plots: write roc.png and accuracy_vs_cost.png.
+        progress: show a progress bar.
+    """
+    sets = load_feature_sets(features, flip_halves=flip_halves, exits=None if exits is None else list(exits))
+    return _evaluate_ijb_sets(
+        sets,
+        meta_root,
+        dataset=dataset,
+        options=options or IJBOptions(),
+        one_n=one_n,
+        out=out,
+        plots=plots,
+        title=f"{dataset} from {features}",
+        info={"features": str(features)},
+        progress=progress,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------
+
+
+def _costs_with_speed(
+    model: VisionTransformer, exits: list[int], speed: bool, device: Any, amp: str | None
+) -> dict[int, ExitCost]:
+    from vitfree.models import exit_cost_records, measure_speed
+
+    measured = None
+    if speed:
+        log.info(
+            "measuring speed per exit (seconds on a GPU, up to a minute on CPU; --no-speed skips it)"
+        )
+        measured = measure_speed(model, exits, device, amp=amp)
+    return {c.exit: c for c in exit_cost_records(model, exits, measured)}
+
+
+def _arch(model: VisionTransformer) -> str:
+    return model.arch or model.config.describe()
+
+
+def evaluate_ijb(
+    model: VisionTransformer,
+    root: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    dataset: str = "IJBC",
+    exits: Sequence[int] | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    device: Any = "auto",
+    amp: str | None = None,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    shard: str = "contiguous",
+    options: IJBOptions | None = None,
+    one_n: bool = True,
+    speed: bool = True,
+    model_path: str | os.PathLike[str] | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> Evaluation | None:
+    """Evaluate a checkpoint on IJB-B/C at every exit (``vitfree eval ijbc|ijbb``).
+
+    Extracts image and flip features of every image into ``out/features`` (resumable; under
+    torchrun every rank extracts a shard), records the exits' costs (FLOPs, and the measured
+    speed unless ``speed=False``) in the store, then runs the 1:1 and 1:N protocols.
+
+    Args:
+        model: the face ViT (:func:`vitfree.models.load`).
+        root: folder holding ``IJBC/`` (with ``loose_crop/`` and ``meta/``), the dataset
+            folder, or its meta folder.
+        out: output folder: ``features/``, results.json, results.csv, plots.
+        exits: 1-based exits; default :func:`default_exits` of the model's depth.
+        batch_size, num_workers, device, amp, skip_bad, overwrite, shard: as in
+            :func:`vitfree.extract.extract_ijb`.
+        options, one_n, plots, progress: as in :func:`evaluate_features`.
+        speed: measure latency and throughput per exit (the "speed-up" column).
+        model_path: the checkpoint file, recorded in the manifest and the report.
+
+    Returns:
+        The :class:`Evaluation` on rank 0; None on the other ranks of a torchrun launch.
+
+    Raises:
+        vitfree.errors.StoreError: the extraction did not complete (rerun to resume).
+    """
+    from vitfree.errors import StoreError
+    from vitfree.extract import extract_ijb
+    from vitfree.runtime import resolve_device
+
+    wanted = list(exits) if exits is not None else default_exits(model.depth)
+    feats_dir = Path(out) / "features"
+    res = extract_ijb(
+        model,
+        root,
+        feats_dir,
+        dataset=dataset,
+        exits=wanted,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+        skip_bad=skip_bad,
+        model_path=model_path,
+        overwrite=overwrite,
+        shard=shard,
+        progress=progress,
+    )
+    if res.rank != 0:
+        return None  # under torchrun, rank 0 evaluates
+    if not res.complete:
+        raise StoreError(f"extraction into {feats_dir} is incomplete; rerun the same command to resume it")
+    log.info(
+        "features of %d images at exits %s in %s (%d extracted now, %.1f images/s; %d were done before)",
+        res.n_images, res.exits, feats_dir, res.extracted, res.images_per_s, res.resumed,
+    )  # fmt: skip
+    manifest = Manifest.read(feats_dir) or Manifest(exits=res.exits)
+    manifest.costs = _costs_with_speed(model, res.exits, speed, device, amp)
+    manifest.write(feats_dir)
+    sets = load_feature_sets(feats_dir, exits=res.exits)
+    arch = _arch(model)
+    name = Path(model_path).name if model_path is not None else "in memory"
+    info = {
+        "model": str(model_path) if model_path is not None else None,
+        "arch": arch,
+        "features": str(feats_dir),
+        "exits": res.exits,
+        "skipped_images": len(res.skipped_rows),
+        "device": str(resolve_device(device)),
+        "amp": amp,
+    }
+    return _evaluate_ijb_sets(
+        sets,
+        root,
+        dataset=dataset,
+        options=options or IJBOptions(),
+        one_n=one_n,
+        out=out,
+        plots=plots,
+        title=f"{dataset}, {arch} ({name})",
+        info=info,
+        progress=progress,
+    )
+
+
+def evaluate_pairset(
+    model: VisionTransformer,
+    pairset: PairSet | Any,
+    exits: Sequence[int] | None = None,
+    *,
+    name: str | None = None,
+    batch_size: int = 64,
+    n_folds: int = 10,
+    far_target: float = 1e-3,
+    costs: Mapping[Any, Any] | None = None,
+    device: Any = None,
+    amp: str | None = None,
+    progress: bool = False,
+) -> list[PairSetResult]:
+    """The ``.bin`` protocol at every exit of a model on one set: extraction + k-fold.
+
+    Args:
+        pairset: a :class:`vitfree.data.PairSet` (pair i = images 2i and 2i+1).
+        name: label of the set (default: its source file name without extension).
+        n_folds, far_target: the protocol (10 contiguous folds, VAL@FAR=1e-3).
+        costs: ``{exit: ExitCost}`` or a manifest's ``{"4": {...}}`` for the cost columns.
+        batch_size, device, amp, progress: as in :func:`vitfree.extract.extract_bin`.
+
+    Returns:
+        One :class:`PairSetResult` per exit, in exit order.
+    """
+    from vitfree.extract import extract_bin
+
+    embs = extract_bin(model, pairset, exits, batch_size, device=device, amp=amp, progress=progress)
+    label = name or Path(getattr(pairset, "source", "") or "pairs").stem
+    return evaluate_pairset_embeddings(
+        embs, pairset.issame, name=label, n_folds=n_folds, far_target=far_target, costs=costs
+    )
+
+
+def evaluate_pairsets(
+    model: VisionTransformer,
+    files: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    kind: str = "bin",
+    exits: Sequence[int] | None = None,
+    batch_size: int = 64,
+    n_folds: int = 10,
+    far: float = 1e-3,
+    device: Any = "auto",
+    amp: str | None = None,
+    speed: bool = True,
+    resize: bool = False,
+    model_path: str | os.PathLike[str] | None = None,
+    plots: bool = True,
+    progress: bool = True,
+) -> Evaluation:
+    """10-fold accuracy and VAL@FAR of ``.bin`` sets or pair lists at every exit
+    (``vitfree eval bin|pairs``).
+
+    Args:
+        model: the face ViT.
+        files: ``.bin`` files (``kind="bin"``) or pair lists (``kind="pairs"``); all are read
+            before any compute, so a bad file fails early.
+        out: folder for results.json, results.csv and the plot (None: write nothing).
+        exits: 1-based exits; default :func:`default_exits`.
+        n_folds, far: the protocol.
+        resize: pair lists only: resize images that are not 112x112.
+        device, amp, speed, batch_size, model_path, plots, progress: as in
+            :func:`evaluate_ijb`.
+    """
+    from vitfree.data import load_bin, load_pair_list
+    from vitfree.report import plot_bin, save_bin
+    from vitfree.runtime import resolve_device
+
+    if kind not in ("bin", "pairs"):
+        raise InputError(f"kind must be 'bin' or 'pairs', got {kind!r}")
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise FileNotFoundError("not found: " + ", ".join(missing))
+    wanted = list(exits) if exits is not None else default_exits(model.depth)
+    wanted = sorted(set(model.resolve_exits(wanted)))
+    sets = [load_bin(f) if kind == "bin" else load_pair_list(f, resize=resize) for f in files]
+    costs = _costs_with_speed(model, wanted, speed, device, amp)
+    results: list[PairSetResult] = []
+    for f, ps in zip(files, sets):
+        results += evaluate_pairset(
+            model,
+            ps,
+            wanted,
+            name=Path(f).stem,
+            batch_size=batch_size,
+            n_folds=n_folds,
+            far_target=far,
+            costs=costs,
+            device=device,
+            amp=amp,
+            progress=progress,
+        )
+    arch = _arch(model)
+    name = Path(model_path).name if model_path is not None else "in memory"
+    title = f"{arch} ({name})"
+    info = {
+        "model": str(model_path) if model_path is not None else None,
+        "arch": arch,
+        "files": [str(f) for f in files],
+        "exits": wanted,
+        "folds": n_folds,
+        "far": far,
+        "device": str(resolve_device(device)),
+        "amp": amp,
+    }
+    ev = Evaluation("pairs", results, title, info)
+    if out is not None:
+        ev.files = save_bin(results, out, info)
+        if plots:
+            ev.files += plot_bin(results, out, title)
+        log.info("wrote %s", ", ".join(str(p) for p in ev.files))
+    return ev
+
+
+# --------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------
+
+
+def _demo_noise(k: int, depth: int = 12) -> float:
+    """Image noise of the synthetic exit k: shallower exits are noisier (a monotone made-up law)."""
+    return 2.6 + 0.05 * max(depth - k, 0) ** 1.6
+
+
+def _demo_costs(exits: Sequence[int]) -> dict[int, ExitCost]:
+    """FLOPs of vit_s at these exits, counted by torch's FlopCounterMode."""
+    from vitfree.models import exit_costs
+
+    return {c.exit: c for c in exit_costs("vit_s", exits=list(exits))}
+
+
+def demo(
+    out: str | os.PathLike[str] = "out/demo",
+    *,
+    scale: float = 1.0,
+    exits: Sequence[int] = (4, 6, 8, 10, 12),
+    seed: int = 0,
+    plots: bool = True,
+    progress: bool = True,
+) -> Evaluation:
+    """``vitfree demo``: a SYNTHETIC IJB-C-shaped feature set per exit, then
+    :func:`evaluate_features` on it.
+
+    Writes IJB-C-format meta files under ``out/data`` and a feature store under
+    ``out/features`` (features of a synthetic population with identity structure and
+    detector scores, shallower exits noisier, FLOPs of vit_s), then the report in ``out``.
+    The numbers are not those of a real model and are labelled SYNTHETIC.
+
+    Args:
+        out: output folder.
+        scale: fraction of the IJB-C sizes (1.0 writes about 1 GB of features per exit).
+        exits: exits to simulate.
+        seed: random seed.
+        plots, progress: as in :func:`evaluate_features`.
+    """
+    from tqdm.auto import tqdm
+
+    from vitfree.synthetic import ijb_features, write_ijb_meta
+
+    log.warning(SYNTHETIC_BANNER)
+    out = Path(out)
+    wanted = sorted(set(int(k) for k in exits))
+
+    def generate() -> Iterator[tuple[int, np.ndarray, None]]:
+        for i, k in enumerate(tqdm(wanted, desc="generating synthetic exits", disable=not progress)):
+            data = ijb_features(scale=scale, seed=seed, noise=_demo_noise(k))
+            if i == 0:
+                write_ijb_meta(data, out / "data", "IJBC")
+            yield k, data.feats, None
+            del data
+
+    manifest = Manifest(
+        exits=wanted,
+        format=None,
+        version=None,
+        synthetic=True,
+        costs=_demo_costs(wanted),
+        extra={"note": "vitfree demo: synthetic features"},
+    )
+    write_feature_store(out / "features", generate(), manifest)
+    sets = load_feature_sets(out / "features")
+    return _evaluate_ijb_sets(
+        sets,
+        out / "data",
+        dataset="IJBC",
+        options=IJBOptions(),
+        one_n=True,
+        out=out,
+        plots=plots,
+        title=f"SYNTHETIC IJB-C-shaped demo (scale {scale:g}; FLOPs of vit_s)",
+        info={"synthetic": True, "scale": scale},
+        progress=progress,
+    )
