@@ -12,7 +12,7 @@ use numpy::{
     IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray,
     PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
@@ -21,15 +21,22 @@ use crate::error::Error;
 use crate::roc::{self, FarRule, Score};
 use crate::{pool, score, sweep};
 
+// Bad input raises the package's own exceptions (vitfree.errors), which keep TypeError /
+// ValueError as a second base: the command line catches vitfree.errors.VitfreeError alone,
+// so only a real bug (RuntimeError here) shows a traceback.  The classes are imported from
+// Python when the first error is raised.
+pyo3::import_exception!(vitfree.errors, InputError);
+pyo3::import_exception!(vitfree.errors, InputTypeError);
+
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         let msg = err.to_string();
         if err.is_type_error() {
-            PyTypeError::new_err(msg)
+            InputTypeError::new_err(msg)
         } else if matches!(err, Error::Internal(_)) {
             PyRuntimeError::new_err(msg)
         } else {
-            PyValueError::new_err(msg)
+            InputError::new_err(msg)
         }
     }
 }

@@ -12,10 +12,15 @@ Hierarchy::
     │   ├── IJBFormatError                  IJB-B/C meta files, 1:N csvs, crops
     │   └── BinFormatError                  LFW-style .bin sets and pair lists
     ├── CheckpointError (ValueError)        checkpoint / exit-head file unreadable or not fitting
-    └── StoreError (ValueError)             a feature store that cannot be resumed or read
+    ├── StoreError (ValueError)             a feature store that cannot be resumed or read
+    ├── InputError (ValueError)             a value vitfree cannot use: an exit out of range,
+    │                                       lengths that do not match, NaN features, a model
+    │                                       not built for 112x112 faces, --amp without CUDA
+    └── InputTypeError (TypeError)          an array of the wrong dtype or kind
 
-Plain argument mistakes (a wrong dtype, a negative batch size) stay ``TypeError`` /
-``ValueError``, as in NumPy and PyTorch; a missing file stays ``FileNotFoundError``.
+The Rust core raises :class:`InputError` / :class:`InputTypeError` too.  A missing file stays
+``FileNotFoundError``.  Anything else that escapes (a plain ``ValueError`` included) is a bug
+or an unexpected condition, and the command line shows its traceback.
 This module imports nothing, so every other module can use it.
 """
 
@@ -26,6 +31,8 @@ __all__ = [
     "CheckpointError",
     "FormatError",
     "IJBFormatError",
+    "InputError",
+    "InputTypeError",
     "StoreError",
     "VitfreeError",
 ]
@@ -53,3 +60,11 @@ class CheckpointError(VitfreeError, ValueError):
 
 class StoreError(VitfreeError, ValueError):
     """A feature store that cannot be resumed or read (the folder and the reason named)."""
+
+
+class InputError(VitfreeError, ValueError):
+    """A value handed to vitfree that it cannot use (the argument and the problem named)."""
+
+
+class InputTypeError(VitfreeError, TypeError):
+    """An argument of the wrong type or dtype (the argument and what it must be named)."""

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from vitfree import _core
 from vitfree._checks import as_features, as_ids, as_labels, as_weights
+from vitfree.errors import InputError
 from vitfree.metrics import DEFAULT_FARS, FarPoints, Roc, _check_fars, roc, tar_at_far_points
 
 __all__ = [
@@ -76,7 +77,7 @@ def aggregate_templates(
     if flip_feats is not None:
         fl = as_features(flip_feats, "flip_feats")
         if fl.shape != f.shape:
-            raise ValueError(f"flip_feats has shape {fl.shape} but feats has {f.shape}")
+            raise InputError(f"flip_feats has shape {fl.shape} but feats has {f.shape}")
         if fl.dtype != f.dtype:
             fl = fl.astype(f.dtype)
     return _core.aggregate_templates(f, t, m, w, fl, bool(normalize_images))

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from vitfree import _core
 from vitfree._checks import as_features, as_labels, as_scores, check_same_length
+from vitfree.errors import InputError
 
 __all__ = [
     "DEFAULT_FARS",
@@ -68,7 +69,7 @@ class Roc:
     def auc(self) -> float:
         """Area under the curve (trapezoid rule, as ``sklearn.metrics.auc``)."""
         if not self.complete:
-            raise ValueError("this Roc is only the beginning of the curve; use vitfree.metrics.roc()")
+            raise InputError("this Roc is only the beginning of the curve; use vitfree.metrics.roc()")
         return auc(self.fpr, self.tpr)
 
 
@@ -96,10 +97,10 @@ class FarPoints:
 def _check_fars(fars: Sequence[float] | npt.ArrayLike) -> npt.NDArray[np.float64]:
     arr = np.atleast_1d(np.asarray(fars, dtype=np.float64))
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"fars must be a non-empty 1-D sequence, got {fars!r}")
+        raise InputError(f"fars must be a non-empty 1-D sequence, got {fars!r}")
     bad = arr[~((arr > 0) & (arr < 1))]
     if bad.size:
-        raise ValueError(f"FAR target {bad[0]!r} is outside (0, 1)")
+        raise InputError(f"FAR target {bad[0]!r} is outside (0, 1)")
     return np.ascontiguousarray(arr)
 
 
@@ -179,15 +180,15 @@ def tar_at_far_points(
     ``rule="nearest"`` is the community pick; ``rule="at_most"`` the strict one.
     """
     if rule not in ("nearest", "at_most"):
-        raise ValueError(f"rule must be 'nearest' or 'at_most', got {rule!r}")
+        raise InputError(f"rule must be 'nearest' or 'at_most', got {rule!r}")
     f = _check_fars(fars)
     if isinstance(labels, Roc):
         if scores is not None:
-            raise ValueError("pass either a Roc or labels and scores, not both")
+            raise InputError("pass either a Roc or labels and scores, not both")
         r = labels
     else:
         if scores is None:
-            raise ValueError("scores is required when labels is not a Roc")
+            raise InputError("scores is required when labels is not a Roc")
         r = _roc_prefix(labels, scores, float(f.max()))
     return _pick(r, f, rule)
 
@@ -309,21 +310,21 @@ def kfold_accuracy(
     e1 = as_features(emb1, "emb1")
     e2 = as_features(emb2, "emb2")
     if e1.shape != e2.shape:
-        raise ValueError(f"emb1 has shape {e1.shape} but emb2 has {e2.shape}")
+        raise InputError(f"emb1 has shape {e1.shape} but emb2 has {e2.shape}")
     y = as_labels(issame, "issame", n=e1.shape[0])
     check_same_length(emb1=e1, issame=y)
     if not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+        raise InputError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     n = e1.shape[0]
     if n < n_folds:
-        raise ValueError(f"{n} pairs cannot be split into {n_folds} folds")
+        raise InputError(f"{n} pairs cannot be split into {n_folds} folds")
     if not (0.0 < far_target < 1.0):
-        raise ValueError(f"far_target {far_target!r} is outside (0, 1)")
+        raise InputError(f"far_target {far_target!r} is outside (0, 1)")
     for name, emb in (("emb1", e1), ("emb2", e2)):
         if not np.isfinite(emb).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
+            raise InputError(f"{name} contains NaN or infinite values")
     if y.min() == y.max():
-        raise ValueError("issame holds a single class; accuracy and VAL need genuine and impostor pairs")
+        raise InputError("issame holds a single class; accuracy and VAL need genuine and impostor pairs")
     if normalize:
         e1, e2 = _normalize_rows(e1), _normalize_rows(e2)
     dist = np.sum(np.square(np.subtract(e1, e2)), 1).astype(np.float64)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vitfree.errors import InputError, InputTypeError
 from vitfree.models.config import ViTConfig, resolve_exit, resolve_exits
 from vitfree.models.layers import Block, PatchEmbed
 
@@ -38,9 +39,9 @@ class ViTBackbone(nn.Module):
     def __init__(self, cfg: ViTConfig) -> None:
         super().__init__()
         if cfg.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {cfg.depth}")
+            raise InputError(f"depth must be >= 1, got {cfg.depth}")
         if cfg.grid_size < 1:
-            raise ValueError(f"patch_size {cfg.patch_size} is larger than img_size {cfg.img_size}")
+            raise InputError(f"patch_size {cfg.patch_size} is larger than img_size {cfg.img_size}")
         self.config = cfg
         #: Name of the variant this model was built from, when known (set by the factories).
         self.arch: str | None = None
@@ -97,32 +98,32 @@ class ViTBackbone(nn.Module):
     @torch.jit.unused
     def _check_input(self, x: Tensor) -> None:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
+            raise InputTypeError(f"expected a torch.Tensor image batch, got {type(x).__name__}")
         size, c = self.img_size, self.in_chans
         want = f"(B, {c}, {size}, {size})"
         if x.dim() != 4:
-            raise ValueError(f"expected a {want} image batch, got shape {tuple(x.shape)}")
+            raise InputError(f"expected a {want} image batch, got shape {tuple(x.shape)}")
         if x.shape[1] != c:
             hint = ""
             if x.shape[-1] == c:
                 hint = " (looks channels-last: use x.permute(0, 3, 1, 2) or preprocess())"
-            raise ValueError(
+            raise InputError(
                 f"expected {c} channels in dim 1 of a {want} batch, got {x.shape[1]}"
                 f" (shape {tuple(x.shape)}){hint}"
             )
         if x.shape[2] != size or x.shape[3] != size:
-            raise ValueError(
+            raise InputError(
                 f"expected {size}x{size} images, got {x.shape[2]}x{x.shape[3]}; "
                 f"align and crop faces to {size}x{size} first"
             )
         if not x.is_floating_point():
-            raise TypeError(
+            raise InputTypeError(
                 f"expected a floating-point image batch normalised as (x / 255 - 0.5) / 0.5, "
                 f"got dtype {x.dtype}; use vitfree.models.preprocess() on uint8 images"
             )
         want_dtype = self.pos_embed.dtype
         if x.dtype != want_dtype:
-            raise TypeError(
+            raise InputTypeError(
                 f"input dtype {x.dtype} does not match the model's parameters ({want_dtype}); "
                 f"convert with x.to({want_dtype}) or use torch.autocast for mixed precision"
             )
@@ -168,7 +169,7 @@ class ViTBackbone(nn.Module):
         d = self.depth
         stop = resolve_exit(stop, d)
         if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= stop:
-            raise ValueError(f"start must be an exit in 0..{stop} (0 = the embedding), got {start!r}")
+            raise InputError(f"start must be an exit in 0..{stop} (0 = the embedding), got {start!r}")
         for i in range(start, stop):
             tokens = self.blocks[i](tokens)  # through __call__, so forward hooks fire
         return tokens

@@ -5,6 +5,8 @@ import operator
 from collections.abc import Iterable
 from typing import Any
 
+from vitfree.errors import InputError, InputTypeError
+
 __all__ = ["VARIANTS", "ViTConfig", "get_config", "resolve_exit", "resolve_exits"]
 
 
@@ -112,7 +114,7 @@ def get_config(name: str, **overrides: Any) -> ViTConfig:
     try:
         cfg = VARIANTS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown architecture {name!r}; known: {', '.join(sorted(VARIANTS))}"
         ) from None
     return cfg.replace(**overrides) if overrides else cfg
@@ -142,10 +144,10 @@ def resolve_exit(k: Any, depth: int) -> int:
         ValueError: ``k`` is 0 or outside ``-depth..depth``.
     """
     if isinstance(k, bool) or not _is_int(k):
-        raise TypeError(f"exits must be integers, got {k!r} ({type(k).__name__})")
+        raise InputTypeError(f"exits must be integers, got {k!r} ({type(k).__name__})")
     k = operator.index(k)
     if k == 0 or not -depth <= k <= depth:
-        raise ValueError(
+        raise InputError(
             f"exit {k} is out of range for a {depth}-block model: "
             f"use 1..{depth} (1-based) or -{depth}..-1 (from the end)"
         )
@@ -163,9 +165,9 @@ def resolve_exits(exits: Iterable[Any] | None, depth: int) -> list[int]:
         return list(range(1, depth + 1))
     if isinstance(exits, (str, bytes)) or not isinstance(exits, Iterable):
         if _is_int(exits):
-            raise TypeError(f"exits must be a sequence of integers, e.g. [{exits!r}], got {exits!r}")
-        raise TypeError(f"exits must be a sequence of integers, got {exits!r}")
+            raise InputTypeError(f"exits must be a sequence of integers, e.g. [{exits!r}], got {exits!r}")
+        raise InputTypeError(f"exits must be a sequence of integers, got {exits!r}")
     resolved = [resolve_exit(k, depth) for k in exits]
     if not resolved:
-        raise ValueError(f"exits is empty: ask for at least one of 1..{depth}")
+        raise InputError(f"exits is empty: ask for at least one of 1..{depth}")
     return resolved

@@ -22,6 +22,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vitfree.costs import ExitCost
+from vitfree.errors import InputTypeError
 from vitfree.models.backbone import ViTBackbone
 from vitfree.models.config import ViTConfig, get_config, resolve_exits
 from vitfree.models.heads import ExitHead
@@ -60,7 +61,7 @@ def exit_costs(
     elif isinstance(model, str):
         cfg = get_config(model)
     else:
-        raise TypeError(f"expected a VisionTransformer, ViTConfig or name, got {model!r}")
+        raise InputTypeError(f"expected a VisionTransformer, ViTConfig or name, got {model!r}")
     wanted = resolve_exits(exits, cfg.depth)
     with torch.device("meta"):
         backbone = ViTBackbone(cfg)
@@ -160,7 +161,7 @@ def measure_speed(
         reference, whether or not it is requested.
     """
     if not callable(getattr(model, "forward_exit", None)):
-        raise TypeError(f"expected a vitfree.models.VisionTransformer, got {type(model).__name__}")
+        raise InputTypeError(f"expected a vitfree.models.VisionTransformer, got {type(model).__name__}")
     rt = runtime(device, amp)
     dev = rt.device
     wanted = sorted(set(model.resolve_exits(None if exits is None else list(exits))))

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vitfree.errors import InputError, InputTypeError
+
 __all__ = ["preprocess"]
 
 
@@ -33,7 +35,7 @@ def preprocess(
     """
     if isinstance(images, (list, tuple)):
         if not images:
-            raise ValueError("preprocess got an empty list of images")
+            raise InputError("preprocess got an empty list of images")
         images = np.stack(
             [np.asarray(i) if not isinstance(i, Tensor) else i.cpu().numpy() for i in images]
         )
@@ -42,16 +44,16 @@ def preprocess(
     elif isinstance(images, Tensor):
         t = images
     else:
-        raise TypeError(f"expected a uint8 numpy array or tensor, got {type(images).__name__}")
+        raise InputTypeError(f"expected a uint8 numpy array or tensor, got {type(images).__name__}")
     if t.dtype != torch.uint8:
-        raise TypeError(
+        raise InputTypeError(
             f"expected uint8 images (0..255), got dtype {t.dtype}; float inputs are ambiguous "
             f"(0..1 or 0..255?), convert to uint8 or normalise as (x / 255 - 0.5) / 0.5 yourself"
         )
     if t.dim() == 3:
         t = t.unsqueeze(0)
     if t.dim() != 4 or t.shape[-1] != 3:
-        raise ValueError(
+        raise InputError(
             f"expected channels-last images (H, W, 3) or (B, H, W, 3), got shape {tuple(t.shape)}"
         )
     if bgr:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 import torch
 from torch import Tensor, nn
 
-from vitfree.errors import CheckpointError
+from vitfree.errors import CheckpointError, InputError, InputTypeError
 from vitfree.models.backbone import ViTBackbone
 from vitfree.models.config import VARIANTS, ViTConfig, _is_int, get_config, resolve_exit
 from vitfree.models.costs import ExitCost, exit_costs
@@ -251,7 +251,7 @@ class VisionTransformer(ViTBackbone):
         """
         senet = self.senet
         if senet is None:
-            raise ValueError("forward_transface needs a model with a TransFace senet head")
+            raise InputError("forward_transface needs a model with a TransFace senet head")
         tokens = self.forward_features(x)
 
         def weights_and_std(t: Tensor) -> Tensor:
@@ -356,22 +356,22 @@ class VisionTransformer(ViTBackbone):
         if _is_int(indices) and not isinstance(indices, bool):
             n = operator.index(indices)  # type: ignore[arg-type]
             if not 1 <= n <= d:
-                raise ValueError(f"indices={n} asks for the last {n} blocks of a {d}-block model")
+                raise InputError(f"indices={n} asks for the last {n} blocks of a {d}-block model")
             return list(range(d - n + 1, d + 1))
         out = []
         for i in indices:  # type: ignore[union-attr]
             if isinstance(i, bool) or not _is_int(i):
-                raise TypeError(f"block indices must be integers, got {i!r}")
+                raise InputTypeError(f"block indices must be integers, got {i!r}")
             j = operator.index(i)
             try:
                 out.append(resolve_exit(j + 1 if j >= 0 else j, d))
             except ValueError:
-                raise ValueError(
+                raise InputError(
                     f"block index {j} is out of range for a {d}-block model "
                     f"(0-based: 0..{d - 1} or -{d}..-1)"
                 ) from None
         if not out:
-            raise ValueError("indices is empty")
+            raise InputError("indices is empty")
         return sorted(set(out))
 
     # ---------------------------------------------------------------- exits
@@ -444,11 +444,11 @@ class VisionTransformer(ViTBackbone):
     @torch.jit.unused
     def _use_exit_head(self, k: int, heads: str) -> bool:
         if heads not in ("auto", "shared", "exit"):
-            raise ValueError(f"heads must be 'auto', 'shared' or 'exit', got {heads!r}")
+            raise InputError(f"heads must be 'auto', 'shared' or 'exit', got {heads!r}")
         have = str(k) in self.exit_heads
         if heads == "exit" and not have:
             loaded = sorted(int(j) for j in self.exit_heads) or "none"
-            raise ValueError(
+            raise InputError(
                 f"no exit-specific head for exit {k} (loaded: {loaded}); "
                 f"use heads='auto' or 'shared', or load one with load_exit_heads()"
             )
