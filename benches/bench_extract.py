@@ -27,8 +27,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from benchconfig import FULL
-from ijb_fixtures import write_ijb
+from benchconfig import FULL, print_uncaptured
 from vitfree.data import align_face, load_ijb_meta
 from vitfree.extract import _default_workers, extract_ijb
 from vitfree.features import exit_filename
@@ -59,9 +58,8 @@ def model() -> VisionTransformer:
 
 
 @pytest.fixture(scope="module")
-def ijb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ijb_bench")
-    write_ijb(root, n_subjects=N_SUBJECTS, max_images_per_template=4, seed=0)
+def ijb(ijb_folder) -> Path:
+    root, _ = ijb_folder(n_subjects=N_SUBJECTS, max_images_per_template=4, seed=0)
     return root
 
 
@@ -106,12 +104,7 @@ def report(request: pytest.FixtureRequest, model: VisionTransformer) -> Iterator
         rel = f"{costs[k].flop_ratio:.3f}" if k in costs else ""
         up = f"{rate / full:.2f}" if full and k is not None else ""
         lines.append(f"{label:<22}{rate:>10.1f}{rel:>12}{up:>10}")
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None:  # pragma: no cover - running with -p no:capture
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():
-        print("\n".join(lines))
+    print_uncaptured(request, lines)
 
 
 def _time_extraction(

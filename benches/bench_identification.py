@@ -54,7 +54,7 @@ def features() -> dict[str, np.ndarray]:
 def numpy_identification(
     feats: np.ndarray, ids: np.ndarray, g1: tuple, g2: tuple, probes: tuple
 ) -> dict[str, np.ndarray | dict[int, float]]:
-    """The straightforward procedure: full score matrix, argsort of every row, PROTOCOLS §4."""
+    """The straightforward procedure: full score matrix, argsort of every row, docs/protocols.md §4."""
     row = {int(t): i for i, t in enumerate(ids)}
     p_rows = np.array([row[int(t)] for t in probes[0]])
     pf = feats[p_rows]

@@ -25,17 +25,16 @@ batches.  Real numbers (vit_s, batch 1 and 64, about 5 minutes on 2 quiet cores)
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
+from benchconfig import FULL, print_uncaptured
 from torch import Tensor, nn
 from vitfree.models import VisionTransformer, create_model, exit_costs
 
-FULL = os.environ.get("VITFREE_BENCH_FULL") == "1"
 ARCH = "vit_s" if FULL else "vit_t"
 BIG_BATCH = 64 if FULL else 4
 # (rounds, warmup rounds) for batch 1 and for the big batch
@@ -153,13 +152,7 @@ def report(request: pytest.FixtureRequest, model: VisionTransformer) -> Iterator
     yield
     if not _TIMES:
         return
-    lines = ratio_table(model)
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    if capture is None:  # pragma: no cover - running with -p no:capture
-        print("\n".join(lines))
-        return
-    with capture.global_and_fixture_disabled():  # module teardown output is captured otherwise
-        print("\n".join(lines))
+    print_uncaptured(request, ratio_table(model))
 
 
 def ratio_table(model: VisionTransformer) -> list[str]:

@@ -1,4 +1,4 @@
-"""Independent numpy/scikit-learn implementations of the community procedures (PROTOCOLS §3, §5).
+"""Independent numpy/scikit-learn implementations of the community procedures (docs/protocols.md §3, §5).
 
 Written from the protocol text, in the style of insightface's eval_ijbc.py and verification.py,
 and used only as test references.

@@ -20,34 +20,25 @@ import numpy as np
 import pytest
 import torch
 from ijb_fixtures import write_bin, write_ijb, write_pair_list
+from model_fixtures import reference_features, tiny_model
 from reference import community_image_feats, image2template_feature, tar_nearest, verification
-from test_extract import reference_features, tiny_model
 from vitfree.cli import build_parser, default_exits, main
 from vitfree.data import load_ijb_meta
 from vitfree.features import exit_filename, read_manifest
 from vitfree.metrics import kfold_accuracy
 from vitfree.models import load, preprocess
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.save(tiny_model(seed=3).state_dict(), path)
-    return path
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(seed=3)
 
 
 @pytest.fixture(scope="module")
-def ijbc(tmp_path_factory) -> tuple[Path, dict]:
-    root = tmp_path_factory.mktemp("ijbc")
-    return root, write_ijb(root, n_subjects=4, max_images_per_template=2, seed=2)
+def ijbc(ijb_folder) -> tuple[Path, dict]:
+    return ijb_folder(n_subjects=4, max_images_per_template=2, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""5-point alignment (PROTOCOLS §3) against independent references.
+"""5-point alignment (docs/protocols.md §3) against independent references.
 
 References: a similarity transform built by hand and recovered exactly; the closed-form
 least-squares solution of the 4-parameter similarity model ``[[a, -b, tx], [b, a, ty]]`` by

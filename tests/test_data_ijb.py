@@ -27,9 +27,8 @@ from vitfree.data import (
 
 
 @pytest.fixture(scope="module")
-def ijbc(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("ijb")
-    exp = write_ijb(root, "IJBC", n_subjects=6, seed=7)
+def ijbc(ijb_folder) -> dict[str, Any]:
+    root, exp = ijb_folder("IJBC", n_subjects=6, seed=7)
     exp["root"] = root
     return exp
 

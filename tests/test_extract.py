@@ -18,14 +18,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from ijb_fixtures import write_bin, write_ijb
+from ijb_fixtures import write_bin
+from model_fixtures import reference_features, tiny_model
 from reference import lfw_kfold
-from test_models_reference import randomize_
-from vitfree.data import IJBFormatError, align_face, load_bin, load_ijb_meta
+from vitfree.data import IJBFormatError, load_bin, load_ijb_meta
 from vitfree.extract import (
     evaluate_pairset,
     exit_cost_table,
@@ -36,54 +35,25 @@ from vitfree.extract import (
 )
 from vitfree.features import exit_filename, load_feature_sets, read_manifest
 from vitfree.metrics import kfold_accuracy
-from vitfree.models import VisionTransformer, exit_costs, load, preprocess
+from vitfree.models import exit_costs, load, preprocess
+
+# The tiny models here are dominated by per-op overhead; one thread keeps them fast and
+# immune to other processes competing for the cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXITS = [1, 2, 3]
 BATCH = 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The tiny models here are dominated by per-op overhead; one thread keeps them fast and
-    # immune to other processes competing for the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def tiny_model(seed: int = 0, **kw) -> VisionTransformer:
-    cfg = {"embed_dim": 64, "depth": 3, "num_heads": 4} | kw
-    return randomize_(VisionTransformer(**cfg), seed=seed).eval()
+@pytest.fixture(scope="module")
+def ckpt(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(seed=0)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    torch.save(tiny_model().state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def ijb(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ijb")
-    write_ijb(root, n_subjects=4, max_images_per_template=2, seed=1)
+def ijb(ijb_folder) -> Path:
+    root, _ = ijb_folder(n_subjects=4, max_images_per_template=2, seed=1)
     return root
-
-
-def reference_features(model, meta, exits):
-    """Image and flip features of every row, one image at a time (no batching, no workers)."""
-    feats = {k: [] for k in exits}
-    flips = {k: [] for k in exits}
-    with torch.inference_mode():
-        for i, name in enumerate(meta.names):
-            rgb = align_face(cv2.imread(str(meta.image_dir / name)), meta.landmarks[i])
-            a = model.forward_exits(preprocess(rgb), exits)
-            b = model.forward_exits(preprocess(np.ascontiguousarray(rgb[:, ::-1])), exits)
-            for k in exits:
-                feats[k].append(a[k][0].numpy())
-                flips[k].append(b[k][0].numpy())
-    return {k: np.stack(v) for k, v in feats.items()}, {k: np.stack(v) for k, v in flips.items()}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Open-set 1:N identification (PROTOCOLS §4) against a direct numpy implementation."""
+"""Open-set 1:N identification (docs/protocols.md §4) against a direct numpy implementation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from vitfree.identification import (
 from vitfree.search import SearchConfig, build_index
 
 # --------------------------------------------------------------------------------------------
-# Reference: PROTOCOLS §4 written out with a full score matrix
+# Reference: docs/protocols.md §4 written out with a full score matrix
 # --------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_models_reference import randomize_, reference_forward, reference_head, rel_err
+from models_reference import images, randomize_, reference_forward, reference_head, rel_err
 from vitfree import models
 from vitfree.models import ExitHead, VisionTransformer, create_model, exit_costs, get_config
 
@@ -29,11 +29,6 @@ def tiny(depth: int = 4, senet: bool = False, **kw) -> VisionTransformer:
     """A small ViT of the same family (fast exhaustive tests)."""
     cfg = {"embed_dim": 64, "depth": depth, "num_heads": 4, "senet": senet} | kw
     return randomize_(VisionTransformer(**cfg), seed=depth).eval()
-
-
-def images(b: int = 2, seed: int = 0, size: int = 112) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, size, size, generator=g) * 2 - 1
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +60,7 @@ def test_parameter_counts_match_published(name: str, senet: bool, millions: floa
 
 
 def expected_keys(depth: int, senet: bool) -> set[str]:
-    """state_dict keys as listed in PROTOCOLS.md section 1."""
+    """state_dict keys as listed in docs/protocols.md §1."""
     keys = {"patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed", "mask_token"}
     for i in range(depth):
         b = f"blocks.{i}."

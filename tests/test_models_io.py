@@ -8,17 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from models_reference import images, randomize_, reference_forward, rel_err
 from safetensors.torch import save_file
-from test_models_reference import randomize_, reference_forward, rel_err
 from vitfree import models
 from vitfree.models import CheckpointError, VisionTransformer, create_model
 
 TOL = 1e-5
-
-
-def images(b: int = 2, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, 112, 112, generator=g) * 2 - 1
 
 
 @pytest.fixture(scope="module")

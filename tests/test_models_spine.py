@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
-
 from vitfree import models
 from vitfree.errors import CheckpointError, VitfreeError
 from vitfree.models import ExitHead, Head, HeadSpec, VisionTransformer, create_model

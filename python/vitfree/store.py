@@ -555,7 +555,7 @@ def load_feature_sets(
     if p.is_dir():
         manifest = Manifest.read(p) or Manifest(exits=[])
         if manifest.complete is False and not allow_incomplete:
-            raise InputError(
+            raise StoreError(
                 f"{p}: the extraction recorded in manifest.json is not complete (rows not yet "
                 "extracted are zeros); rerun the extraction to resume it, or pass "
                 "allow_incomplete=True to read it anyway"

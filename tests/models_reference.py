@@ -1,9 +1,9 @@
 """Independent references for the model tests: a direct functional implementation of
-PROTOCOLS.md section 1 (written from the spec, sharing no code with vitfree.models) and
+docs/protocols.md §1 (written from the spec, sharing no code with vitfree.models) and
 random-weight helpers.
 
-Kept apart from the test modules so that several test files can import it; it holds no
-tests of its own (its name only matches the file pattern the model work may use).
+A helper module, not a test module (hence no ``test_`` prefix): several test files and
+model_fixtures.py import it.
 """
 
 from __future__ import annotations
@@ -111,3 +111,9 @@ def rel_err(a: Tensor, b: Tensor) -> float:
     """max |a - b| / max |b|: the relative error used by the fidelity tests."""
     a, b = a.detach().double(), b.detach().double()
     return float((a - b).abs().max() / b.abs().max())
+
+
+def images(b: int = 2, seed: int = 0, size: int = 112) -> Tensor:
+    """``b`` random images in [-1, 1), the range of normalised faces, for a given seed."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, size, size, generator=g) * 2 - 1
