@@ -1,4 +1,4 @@
-//! IJB-B/C template aggregation (PROTOCOLS §3).
+//! IJB-B/C template aggregation (docs/protocols.md §3).
 //!
 //! Per image: `v = feats[i] (+ flip[i])`, optionally `v /= |v|`, optionally `v *= weights[i]`.
 //! Per template: images of one media are averaged, media vectors summed, the sum L2-normalised.
@@ -298,7 +298,7 @@ fn aggregate_one_impl<T: Element>(
     None
 }
 
-/// Aggregate image features into L2-normalised template features (PROTOCOLS §3).
+/// Aggregate image features into L2-normalised template features (docs/protocols.md §3).
 ///
 /// Errors name the first offending template (in id order) or image row.
 pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<Templates> {

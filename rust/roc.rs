@@ -1,4 +1,4 @@
-//! ROC curves identical to `sklearn.metrics.roc_curve`, and TAR@FAR picks (PROTOCOLS §3).
+//! ROC curves identical to `sklearn.metrics.roc_curve`, and TAR@FAR picks (docs/protocols.md §3).
 //!
 //! sklearn sorts all scores, takes one ROC point per distinct score (descending) with the
 //! cumulative genuine (tps) and impostor (fps) counts, optionally drops points collinear with

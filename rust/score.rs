@@ -1,4 +1,4 @@
-//! Cosine scores of template pairs (PROTOCOLS §3): the dot product of unit template vectors.
+//! Cosine scores of template pairs (docs/protocols.md §3): the dot product of unit template vectors.
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};

@@ -1,4 +1,4 @@
-//! Threshold sweeps for the LFW-style k-fold protocol (PROTOCOLS §5).
+//! Threshold sweeps for the LFW-style k-fold protocol (docs/protocols.md §5).
 use crate::error::{Error, Result, LABELS_ZERO_ONE};
 
 /// For each threshold `t`, the number of genuine (label 1) and impostor (label 0) pairs whose

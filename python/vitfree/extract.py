@@ -558,7 +558,7 @@ def extract_bin(
     """Embeddings of a verification set at each exit: emb(image) + emb(flipped image).
 
     The community's ``.bin`` evaluation sums the raw embeddings of the image and its
-    horizontal flip (PROTOCOLS §5); :func:`vitfree.metrics.kfold_accuracy` normalises them.
+    horizontal flip (docs/protocols.md §5); :func:`vitfree.metrics.kfold_accuracy` normalises them.
     Image and flip of a batch run as one batch of 2B through one pass.
 
     Args:

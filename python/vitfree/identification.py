@@ -1,4 +1,4 @@
-"""Open-set 1:N identification (IJB-B / IJB-C protocol, PROTOCOLS §4).
+"""Open-set 1:N identification (IJB-B / IJB-C protocol, docs/protocols.md §4).
 
 For one gallery, every probe is searched:
 
@@ -197,7 +197,7 @@ def tpir_at_fpir(
     fpirs: Any,
     is_mated: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """TPIR and thresholds at each FPIR from per-probe outcomes (PROTOCOLS §4 rule).
+    """TPIR and thresholds at each FPIR from per-probe outcomes (docs/protocols.md §4 rule).
 
     Args:
         mate_score: (P,) mate scores (only entries with mate_rank == 1 matter).
@@ -325,7 +325,7 @@ def identification(
     *,
     search: SearchKind | SearchConfig | GalleryIndex | None = None,
 ) -> IdentificationResult:
-    """Open-set 1:N identification of probes against one gallery (PROTOCOLS §4).
+    """Open-set 1:N identification of probes against one gallery (docs/protocols.md §4).
 
     Args:
         probe_feats: (P, d) float template features, L2-normalised (float32 used).
@@ -443,7 +443,7 @@ def ijb_identification(
     gallery_names: tuple[str, str] = ("G1", "G2"),
     search: SearchKind | SearchConfig | None = None,
 ) -> IJBIdentificationResult:
-    """IJB-B/C 1:N identification from template features (PROTOCOLS §4).
+    """IJB-B/C 1:N identification from template features (docs/protocols.md §4).
 
     Args:
         template_feats: (T, d) float L2-normalised template features.

@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C 1:1 verification from image features (PROTOCOLS §3).
+"""IJB-B / IJB-C 1:1 verification from image features (docs/protocols.md §3).
 
 The community pipeline ("N1D1F2" in insightface's ``eval_ijbc.py``), in vitfree's Rust core:
 

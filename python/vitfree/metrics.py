@@ -1,4 +1,4 @@
-"""Verification metrics: ROC, TAR@FAR and the LFW-style k-fold accuracy (PROTOCOLS §3, §5).
+"""Verification metrics: ROC, TAR@FAR and the LFW-style k-fold accuracy (docs/protocols.md §3, §5).
 
 The heavy lifting runs in vitfree's Rust core; these wrappers validate arguments and shape the
 results. All functions reproduce the community procedures number for number:
@@ -291,7 +291,7 @@ def kfold_accuracy(
     normalize: bool = True,
     far_target: float = 1e-3,
 ) -> KFoldResult:
-    """The LFW ``.bin`` protocol (PROTOCOLS §5): k-fold accuracy and VAL@FAR.
+    """The LFW ``.bin`` protocol (docs/protocols.md §5): k-fold accuracy and VAL@FAR.
 
     Distance = squared Euclidean between the (L2-normalised) embeddings of each pair; "same"
     when distance < threshold. On the k-1 training folds the threshold in 0, 0.01, ..., 3.99 with

@@ -1,4 +1,4 @@
-"""Five-point face alignment to the 112x112 ArcFace template (PROTOCOLS §3).
+"""Five-point face alignment to the 112x112 ArcFace template (docs/protocols.md §3).
 
 The community pipeline (insightface ``face_align.norm_crop``) estimates a least-squares
 similarity transform with scikit-image's ``SimilarityTransform.estimate`` (Umeyama's method)

@@ -1,4 +1,4 @@
-"""LFW-style verification sets (PROTOCOLS §5): insightface ``.bin`` files and pair lists.
+"""LFW-style verification sets (docs/protocols.md §5): insightface ``.bin`` files and pair lists.
 
 A ``.bin`` file (lfw.bin, cfp_fp.bin, agedb_30.bin, calfw.bin, cplfw.bin) is a pickle of
 ``(bins, issame_list)``: 2N JPEG byte strings of aligned 112x112 faces and N booleans; pair i

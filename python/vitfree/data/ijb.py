@@ -1,4 +1,4 @@
-"""IJB-B / IJB-C readers: meta files (PROTOCOLS §3), 1:N csvs (§4) and aligned crops.
+"""IJB-B / IJB-C meta files (docs/protocols.md §3) and 1:N csvs (§4): readers and writers.
 
 Layout (insightface's release of the benchmarks)::
 
