@@ -28,7 +28,7 @@ bench: setup
 	VITFREE_BENCH_FULL=1 $(PY) -m pytest benches --benchmark-enable --benchmark-columns=min,mean,max,rounds
 
 lint: setup
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --all-features -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/mypy python/vitfree
 

@@ -93,7 +93,8 @@ class ExitCost:
     def with_speed(self, speed: Mapping[str, float]) -> ExitCost:
         """This record with measured speed fields (from :func:`vitfree.models.measure_speed`)."""
         known = {"latency_ms", "throughput", "speedup", "latency_speedup", "batch_size"}
-        return dataclasses.replace(self, **{k: float(v) for k, v in speed.items() if k in known})
+        changes: dict[str, Any] = {k: float(v) for k, v in speed.items() if k in known}
+        return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------ the dict view
 

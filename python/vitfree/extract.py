@@ -48,7 +48,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ import torch
 from vitfree._logging import get_logger
 from vitfree.data.ijb import IJBMeta, load_ijb_meta
 from vitfree.errors import IJBFormatError, InputError, StoreError
-from vitfree.faces import ArrayFaces, IJBCrops, face_batches
+from vitfree.faces import ArrayFaces, FaceBatch, IJBCrops, face_batches
 from vitfree.inference import check_face_model, embed_batch
 from vitfree.models import VisionTransformer, exit_cost_records
 from vitfree.runtime import Dist, Runtime, default_workers, dist_setup, runtime
@@ -194,7 +194,7 @@ def _run_loader(
     bad_now = 0
     batches = 0
     last_save = time.monotonic()
-    batches_iter = face_batches(
+    batches_iter: Generator[FaceBatch, None, None] = face_batches(
         crops, batch_size, num_workers=num_workers, pin_memory=rt.device.type == "cuda"
     )
     try:

@@ -20,7 +20,7 @@ This is the one module of the package with torch ``Dataset`` s; the readers in
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import cv2
@@ -194,7 +194,7 @@ def face_batches(
     *,
     num_workers: int = 0,
     pin_memory: bool = False,
-) -> Iterator[FaceBatch]:
+) -> Generator[FaceBatch, None, None]:
     """Batches of ``faces`` in order (the last one may be smaller), decoded in workers.
 
     Args:

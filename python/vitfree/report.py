@@ -48,7 +48,9 @@ def _cost_cols(cost: ExitCost | None) -> dict[str, Any]:
 def _flop_ratios(results: Sequence[Any]) -> list[float] | None:
     """The FLOP ratio of every result, or None when one of them has none."""
     ratios = [r.cost.flop_ratio if r.cost is not None else None for r in results]
-    return None if any(x is None for x in ratios) else [float(x) for x in ratios]
+    if any(x is None for x in ratios):
+        return None
+    return [float(x) for x in ratios if x is not None]
 
 
 def _figure() -> Any:
@@ -236,7 +238,7 @@ def plot_bin(results: Sequence[PairSetResult], out: str | os.PathLike[str], titl
     fig, ax = _figure()
     for name in dict.fromkeys(r.name for r in results):
         rs = [r for r in results if r.name == name]
-        xs = _flop_ratios(rs) if have_cost else [r.exit for r in rs]
+        xs: list[float] = (_flop_ratios(rs) or []) if have_cost else [float(r.exit) for r in rs]
         ys = [r.kfold.mean * 100 for r in rs]
         es = [r.kfold.std * 100 for r in rs]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)

@@ -235,6 +235,7 @@ def save_exit_heads(
     kinds: dict[int, str] = {}
     options: dict[int, dict[str, Any]] = {}
     for k, h in heads.items():
+        sd: Mapping[str, Tensor]
         if isinstance(h, HeadSpec):
             kind, opts, sd = h.kind, h.options, h.state_dict
         elif isinstance(h, Head):
