@@ -7,20 +7,22 @@
   (protocol 2, ``str`` = byte strings, which Python 3 reads only with ``encoding="bytes"``) or
   a Python-3 pickle.
 - :func:`write_pair_list`: aligned images and a ``path1 path2 label`` list.
-- :func:`format_int_rows`: fast text writer for large integer tables (the 15.7M-line pair file).
+- :func:`format_int_rows`, :func:`py2_pickle_bytes`: re-exported from :mod:`vitfree.data`,
+  whose format writers these helpers use; the helpers add the random faces and ids.
 
 Everything is deterministic for a given seed and returns what a reader should find.
 """
 
 from __future__ import annotations
 
-import pickle
-import struct
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from vitfree.data import format_int_rows, py2_pickle_bytes, write_1n_csv, write_ijb_meta
+from vitfree.data import write_bin as write_bin_file
+from vitfree.data import write_pair_list as write_pair_list_file
 
 ARCFACE_TEMPLATE = np.array(
     [
@@ -113,39 +115,6 @@ def _random_landmarks(rng: np.random.Generator, height: int, width: int) -> np.n
 # --------------------------------------------------------------------------------------------
 
 
-def format_int_rows(cols: list[np.ndarray], sep: bytes = b" ") -> bytes:
-    """Text of integer columns: one line per row, ``sep`` between fields, ``\\n`` after each.
-
-    Vectorised (no Python loop over rows): each value is written as zero-padded digits into a
-    fixed-width byte matrix, then the leading zeros are dropped with one boolean mask. Writes
-    the 15.7M-line IJB-C pair file in a few seconds. Values must be >= 0.
-    """
-    vals = np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
-    if vals.size and vals.min() < 0:
-        raise ValueError("format_int_rows writes non-negative integers only")
-    n, ncol = vals.shape
-    width = max(len(str(int(vals.max()))) if vals.size else 1, 1)
-    flat = vals.reshape(-1)
-    small = flat.astype(np.int32) if width < 10 else flat  # int32 division is ~2x faster
-    # Digit-major (width + 1, n*ncol) so every write is contiguous; transposed once at the end.
-    digits = np.empty((width + 1, flat.size), dtype=np.uint8)
-    v = small.copy()
-    for j in range(width - 1, -1, -1):
-        q = v // 10
-        digits[j] = (v - q * 10).astype(np.uint8) + 48
-        v = q
-    digits[width] = sep[0]
-    digits[width].reshape(n, ncol)[:, -1] = ord("\n")
-    out = np.ascontiguousarray(digits.T)  # (n*ncol, width + 1)
-    ndig = np.ones(flat.size, dtype=np.int8)
-    p = 10
-    for _ in range(width - 1):
-        ndig += flat >= p
-        p *= 10
-    keep = np.arange(width + 1, dtype=np.int8)[None, :] >= (width - ndig)[:, None]
-    return out[keep].tobytes()
-
-
 def write_ijb(
     root: str | Path,
     dataset: str = "IJBC",
@@ -234,13 +203,6 @@ def write_ijb(
     lm_arr = np.stack(landmarks).astype(np.float32)
     fn_arr = np.array(faceness, dtype=np.float32)
 
-    with open(meta_dir / f"{prefix}_face_tid_mid.txt", "w") as f:
-        for n, tid, mid in zip(names, templates, medias):
-            f.write(f"{n} {tid} {mid}\n")
-    with open(meta_dir / f"{prefix}_name_5pts_score.txt", "w") as f:
-        for n, lm, sc in zip(names, landmarks, faceness):
-            f.write(n + " " + " ".join(f"{v:.3f}" for v in lm.reshape(-1)) + f" {sc:.6f}\n")
-
     # Pairs: all genuine template pairs + random impostor pairs.
     tids = list(template_subject)
     genuine = [
@@ -258,24 +220,36 @@ def write_ijb(
     pairs = [(a, b, 1) for a, b in genuine] + [(a, b, 0) for a, b in sorted(impostor)]
     perm = rng.permutation(len(pairs))
     pairs = [pairs[i] for i in perm]
-    with open(meta_dir / f"{prefix}_template_pair_label.txt", "w") as f:
-        for a, b, lab in pairs:
-            f.write(f"{a} {b} {lab}\n")
     p1 = np.array([p[0] for p in pairs], dtype=np.int64)
     p2 = np.array([p[1] for p in pairs], dtype=np.int64)
     labels = np.array([p[2] for p in pairs], dtype=np.int8)
+    write_ijb_meta(
+        dataset_dir.parent,
+        ds,
+        meta_dir=meta_dir,
+        names=names,
+        templates=templates,
+        medias=medias,
+        landmarks=np.stack(landmarks),
+        faceness=faceness,
+        p1=p1,
+        p2=p2,
+        labels=labels,
+    )
 
     # 1:N csvs: one row per image (template repeated), extra columns as in the release.
     def write_csv(path: Path, tlist: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        rows = ["TEMPLATE_ID,SUBJECT_ID,FILENAME,SIGHTING_ID"]
-        seen: list[int] = []
         tset = set(tlist)
-        for n, tid in zip(names, templates):
-            if tid in tset:
-                rows.append(f"{tid},{template_subject[tid]},img/{n},{int(rng.integers(1, 9999))}")
-                if tid not in seen:
-                    seen.append(tid)
-        path.write_text("\n".join(rows) + "\n")
+        rows = [(tid, n) for n, tid in zip(names, templates) if tid in tset]
+        sightings = [int(rng.integers(1, 9999)) for _ in rows]
+        write_1n_csv(
+            path,
+            [t for t, _ in rows],
+            [template_subject[t] for t, _ in rows],
+            filenames=[f"img/{n}" for _, n in rows],
+            extra_columns={"SIGHTING_ID": sightings},
+        )
+        seen = list(dict.fromkeys(t for t, _ in rows))
         return (
             np.array(seen, dtype=np.int64),
             np.array([template_subject[x] for x in seen], dtype=np.int64),
@@ -320,50 +294,6 @@ def write_ijb(
 # --------------------------------------------------------------------------------------------
 
 
-def py2_pickle_bytes(bins: list[bytes], issame: list[bool]) -> bytes:
-    """The pickle Python 2 writes for ``pickle.dump((bins, issame_list), f, protocol=2)``.
-
-    Python 2 ``str`` objects are byte strings, pickled as SHORT_BINSTRING / BINSTRING opcodes,
-    which Python 3 decodes as text (and fails on JPEG bytes) unless ``encoding="bytes"``. The
-    opcodes are emitted by hand (with the memo PUTs Python 2 emits), since Python 3's pickler
-    writes bytes differently.
-    """
-    out = bytearray(b"\x80\x02")  # PROTO 2
-    memo = 0
-
-    def put() -> None:
-        nonlocal memo
-        out.extend(b"q" + bytes([memo]) if memo < 256 else b"r" + struct.pack("<I", memo))
-        memo += 1
-
-    def write_list(items: list[Any], emit: Any) -> None:
-        out.extend(b"]")  # EMPTY_LIST
-        put()
-        for start in range(0, len(items), 1000):  # Python 2 batches APPENDS by 1000
-            batch = items[start : start + 1000]
-            out.extend(b"(")  # MARK
-            for x in batch:
-                emit(x)
-            out.extend(b"e")  # APPENDS
-
-    def emit_str(b: bytes) -> None:
-        if len(b) < 256:
-            out.extend(b"U" + bytes([len(b)]) + b)  # SHORT_BINSTRING
-        else:
-            out.extend(b"T" + struct.pack("<i", len(b)) + b)  # BINSTRING
-        put()
-
-    def emit_bool(v: bool) -> None:
-        out.extend(b"\x88" if v else b"\x89")  # NEWTRUE / NEWFALSE
-
-    write_list(list(bins), emit_str)
-    write_list(list(issame), emit_bool)
-    out.extend(b"\x86")  # TUPLE2
-    put()
-    out.extend(b".")  # STOP
-    return bytes(out)
-
-
 def write_bin(
     path: str | Path,
     n_pairs: int = 4,
@@ -389,16 +319,12 @@ def write_bin(
     rng = np.random.default_rng(seed)
     jpegs = [encode_jpeg(aligned_face_image(rng, size)) for _ in range(2 * n_pairs)]
     issame = [bool(x) for x in rng.integers(0, 2, size=n_pairs)]
-    if protocol == 2:
-        if blob_type != "bytes":
-            raise ValueError("Python-2 pickles hold byte strings")
-        data = py2_pickle_bytes(jpegs, issame)
-    else:
-        blobs: list[Any] = (
-            jpegs if blob_type == "bytes" else [np.frombuffer(j, np.uint8).copy() for j in jpegs]
-        )
-        data = pickle.dumps((blobs, issame), protocol=protocol)
-    Path(path).write_bytes(data)
+    if protocol == 2 and blob_type != "bytes":
+        raise ValueError("Python-2 pickles hold byte strings")
+    blobs: list[Any] = (
+        jpegs if blob_type == "bytes" else [np.frombuffer(j, np.uint8).copy() for j in jpegs]
+    )
+    write_bin_file(path, blobs, issame, protocol=protocol)
     decoded = (
         np.stack(
             [
@@ -431,7 +357,7 @@ def write_pair_list(
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     (folder / "imgs").mkdir(parents=True, exist_ok=True)
-    lines = ["# path1 path2 label", ""]
+    pairs: list[tuple[str, str, int]] = []
     images = []
     issame = []
     for i in range(n_pairs):
@@ -449,9 +375,10 @@ def write_pair_list(
             pair.append(rel)
         lab = int(rng.integers(0, 2))
         issame.append(bool(lab))
-        lines.append(f"{pair[0]} {pair[1]} {lab}")
-    path = folder / "pairs.txt"
-    path.write_text("\n".join(lines) + "\n")
+        pairs.append((pair[0], pair[1], lab))
+    path = write_pair_list_file(folder / "pairs.txt", pairs)
+    # a blank line after the comment too, which readers must skip
+    path.write_text(path.read_text().replace("\n", "\n\n", 1))
     return {
         "images": np.stack(images) if images else np.empty((0, size, size, 3), np.uint8),
         "issame": np.array(issame, dtype=bool),

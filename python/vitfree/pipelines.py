@@ -226,8 +226,22 @@ def _costs_with_speed(
     return {c.exit: c for c in exit_cost_records(model, exits, measured)}
 
 
-def _arch(model: VisionTransformer) -> str:
-    return model.arch or model.config.describe()
+def _model_info(
+    model: VisionTransformer, model_path: Any, device: Any, amp: str | None, **more: Any
+) -> tuple[str, dict[str, Any]]:
+    """The report title's model part ("vit_s (model.pt)") and the run's description."""
+    from vitfree.runtime import resolve_device
+
+    arch = model.arch or model.config.describe()
+    name = Path(model_path).name if model_path is not None else "in memory"
+    info = {
+        "model": str(model_path) if model_path is not None else None,
+        "arch": arch,
+        **more,
+        "device": str(resolve_device(device)),
+        "amp": amp,
+    }
+    return f"{arch} ({name})", info
 
 
 def evaluate_ijb(
@@ -277,7 +291,6 @@ def evaluate_ijb(
     """
     from vitfree.errors import StoreError
     from vitfree.extract import extract_ijb
-    from vitfree.runtime import resolve_device
 
     wanted = list(exits) if exits is not None else default_exits(model.depth)
     feats_dir = Path(out) / "features"
@@ -309,17 +322,10 @@ def evaluate_ijb(
     manifest.costs = _costs_with_speed(model, res.exits, speed, device, amp)
     manifest.write(feats_dir)
     sets = load_feature_sets(feats_dir, exits=res.exits)
-    arch = _arch(model)
-    name = Path(model_path).name if model_path is not None else "in memory"
-    info = {
-        "model": str(model_path) if model_path is not None else None,
-        "arch": arch,
-        "features": str(feats_dir),
-        "exits": res.exits,
-        "skipped_images": len(res.skipped_rows),
-        "device": str(resolve_device(device)),
-        "amp": amp,
-    }
+    model_title, info = _model_info(
+        model, model_path, device, amp,
+        features=str(feats_dir), exits=res.exits, skipped_images=len(res.skipped_rows),
+    )  # fmt: skip
     return _evaluate_ijb_sets(
         sets,
         root,
@@ -328,7 +334,7 @@ def evaluate_ijb(
         one_n=one_n,
         out=out,
         plots=plots,
-        title=f"{dataset}, {arch} ({name})",
+        title=f"{dataset}, {model_title}",
         info=info,
         progress=progress,
     )
@@ -403,7 +409,6 @@ def evaluate_pairsets(
     """
     from vitfree.data import load_bin, load_pair_list
     from vitfree.report import plot_bin, save_bin
-    from vitfree.runtime import resolve_device
 
     if kind not in ("bin", "pairs"):
         raise InputError(f"kind must be 'bin' or 'pairs', got {kind!r}")
@@ -429,19 +434,10 @@ def evaluate_pairsets(
             amp=amp,
             progress=progress,
         )
-    arch = _arch(model)
-    name = Path(model_path).name if model_path is not None else "in memory"
-    title = f"{arch} ({name})"
-    info = {
-        "model": str(model_path) if model_path is not None else None,
-        "arch": arch,
-        "files": [str(f) for f in files],
-        "exits": wanted,
-        "folds": n_folds,
-        "far": far,
-        "device": str(resolve_device(device)),
-        "amp": amp,
-    }
+    title, info = _model_info(
+        model, model_path, device, amp,
+        files=[str(f) for f in files], exits=wanted, folds=n_folds, far=far,
+    )  # fmt: skip
     ev = Evaluation("pairs", results, title, info)
     if out is not None:
         ev.files = save_bin(results, out, info)

@@ -673,6 +673,7 @@ def write_ijb_meta(
     labels: npt.ArrayLike,
     landmark_decimals: int = 3,
     score_decimals: int = 6,
+    meta_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
     """Write the three 1:1 meta files of IJB-B/C in the official layout (docs/protocols.md §3).
 
@@ -689,13 +690,14 @@ def write_ijb_meta(
         faceness: (N,) detector scores.
         p1, p2, labels: (P,) template pairs and 1 (genuine) / 0 (impostor).
         landmark_decimals, score_decimals: decimals written.
+        meta_dir: write into this folder instead of ``<root>/<dataset>/meta``.
 
     Returns:
         ``{"face_tid_mid", "name_5pts", "pair_label": path}`` and ``"meta_dir"``.
     """
     ds = _check_dataset(dataset)
     prefix = ds.lower()
-    meta = Path(root) / ds / "meta"
+    meta = Path(meta_dir) if meta_dir is not None else Path(root) / ds / "meta"
     meta.mkdir(parents=True, exist_ok=True)
     n = len(names)
     lm = np.asarray(landmarks, dtype=np.float64).reshape(n, 10)
