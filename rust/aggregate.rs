@@ -2,6 +2,12 @@
 //!
 //! Per image: `v = feats[i] (+ flip[i])`, optionally `v /= |v|`, optionally `v *= weights[i]`.
 //! Per template: images of one media are averaged, media vectors summed, the sum L2-normalised.
+//!
+//! An image whose features (and flip features) are exactly all zeros, which is what
+//! `--skip-bad` writes for an unreadable image, contributes the zero vector under
+//! `normalize_images` too (instead of dividing by its zero norm): it adds nothing to its media's
+//! sum but still counts in that media's mean, exactly as without normalisation. A template whose
+//! images are all zero still fails with [`Error::ZeroTemplate`]; NaN/inf values stay an error.
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -155,8 +161,10 @@ fn check_lengths<T>(input: &AggregateInput<'_, T>) -> Result<usize> {
 }
 
 /// Image `row` after flip-sum, optional normalisation and weighting, added times `scale` to `acc`.
-/// Returns false when normalisation meets a zero, NaN or infinite norm. (NaN/inf values
-/// otherwise propagate into the template sum, which [`aggregate_one`] checks once.)
+/// Returns false when normalisation meets a NaN or infinite norm, or a zero norm of an image that
+/// is not all zeros. An all-zero image (features and flip exactly 0, a finite weight) adds nothing
+/// and returns true, as it does without normalisation. (NaN/inf values otherwise propagate into
+/// the template sum, which [`aggregate_one`] checks once.)
 #[inline(always)]
 fn add_image<T: Element>(
     input: &AggregateInput<'_, T>,
@@ -184,6 +192,11 @@ fn add_image<T: Element>(
             None => a.iter().map(|&x| x.to_f64() * x.to_f64()).sum::<f64>(),
         }
         .sqrt();
+        if norm == 0.0 && is_zero_image(input, row) {
+            // a skipped image (`--skip-bad` writes zero rows): the zero vector, as without
+            // normalisation, unless its weight is NaN/inf (0 * inf is NaN there too)
+            return input.weights.is_none_or(|w| w[row].is_finite());
+        }
         if norm == 0.0 || !norm.is_finite() {
             return false;
         }
@@ -204,29 +217,42 @@ fn add_image<T: Element>(
     true
 }
 
+/// Whether image `row`'s features and flip features (when given) are all exactly zero (either sign).
+fn is_zero_image<T: Element>(input: &AggregateInput<'_, T>, row: usize) -> bool {
+    let d = input.dim;
+    input.feats[row * d..(row + 1) * d]
+        .iter()
+        .all(|x| x.to_f64() == 0.0)
+        && input
+            .flip
+            .is_none_or(|f| f[row * d..(row + 1) * d].iter().all(|x| x.to_f64() == 0.0))
+}
+
+/// Whether image `row`'s features, flip or weight hold NaN or inf.
+fn is_non_finite<T: Element>(input: &AggregateInput<'_, T>, r: usize) -> bool {
+    let d = input.dim;
+    input.feats[r * d..(r + 1) * d]
+        .iter()
+        .any(|x| !x.to_f64().is_finite())
+        || input.flip.is_some_and(|f| {
+            f[r * d..(r + 1) * d]
+                .iter()
+                .any(|x| !x.to_f64().is_finite())
+        })
+        || input.weights.is_some_and(|w| !w[r].is_finite())
+}
+
 /// The first row of `rows` whose features, flip or weight hold NaN or inf.
 fn first_non_finite<T: Element>(input: &AggregateInput<'_, T>, rows: &[u32]) -> usize {
-    let d = input.dim;
-    let bad = |r: usize| {
-        input.feats[r * d..(r + 1) * d]
-            .iter()
-            .any(|x| !x.to_f64().is_finite())
-            || input.flip.is_some_and(|f| {
-                f[r * d..(r + 1) * d]
-                    .iter()
-                    .any(|x| !x.to_f64().is_finite())
-            })
-            || input.weights.is_some_and(|w| !w[r].is_finite())
-    };
     rows.iter()
         .map(|&r| r as usize)
-        .find(|&r| bad(r))
+        .find(|&r| is_non_finite(input, r))
         .unwrap_or(rows[0] as usize)
 }
 
 /// Why one template could not be aggregated.
 enum Bad {
-    /// image row whose vector is NaN/inf (or zero-norm when normalising)
+    /// image row whose vector is NaN/inf (or, when normalising, of zero norm but not all zeros)
     Image(usize),
     /// the template's vector sums to zero
     Zero,
@@ -319,7 +345,9 @@ pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<
         if let Some((t, why)) = bad.first() {
             let id = grouping.ids[*t];
             return Err(match *why {
-                Bad::Image(row) if input.normalize_images => Error::ZeroImage { row, template: id },
+                Bad::Image(row) if input.normalize_images && !is_non_finite(input, row) => {
+                    Error::ZeroImage { row, template: id }
+                }
                 Bad::Image(row) => Error::NonFiniteImage { row, template: id },
                 Bad::Zero => Error::ZeroTemplate {
                     template: id,
@@ -428,6 +456,89 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("image row 1"), "{err}");
+    }
+
+    #[test]
+    fn zero_rows_add_nothing_under_normalisation() {
+        // Template 1: media 1 has (3,4) and a zero row -> mean (0.3,0.4); media 2 has (0,2) ->
+        // (0,1). Sum (0.3,1.4). Template 2: only zero rows -> ZeroTemplate, as without
+        // normalisation.
+        let feats = [3.0f32, 4.0, 0.0, 0.0, 0.0, 2.0, 0.0, -0.0];
+        let mut inp = input(&feats, &[1, 1, 1, 2], &[1, 1, 2, 3], 2);
+        inp.normalize_images = true;
+        let err = aggregate_templates(&inp).unwrap_err();
+        assert!(
+            matches!(err, Error::ZeroTemplate { template: 2, .. }),
+            "{err:?}"
+        );
+        let inp = AggregateInput {
+            templates: &[1, 1, 1, 1],
+            ..inp
+        };
+        let out = aggregate_templates(&inp).unwrap();
+        let n = (0.3f64 * 0.3 + 1.4 * 1.4).sqrt();
+        assert!((out.feats[0] as f64 - 0.3 / n).abs() < 1e-7);
+        assert!((out.feats[1] as f64 - 1.4 / n).abs() < 1e-7);
+        // the same as without normalisation when the other images have unit norm
+        let unit = [0.6f32, 0.8, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+        let plain = aggregate_templates(&input(&unit, &[1, 1, 1, 1], &[1, 1, 2, 3], 2)).unwrap();
+        for (a, b) in plain.feats.iter().zip(&out.feats) {
+            assert!((a - b).abs() < 1e-7, "{a} vs {b}");
+        }
+        // with flip features and weights: zero in both, any finite weight
+        let flip = [0.0f32, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+        let weights = [1.0, 5.0, 2.0, 0.0];
+        let mut inp2 = AggregateInput {
+            flip: Some(&flip),
+            weights: Some(&weights),
+            ..inp
+        };
+        // (3,5)/|(3,5)| in media 1 with a zero row, (0,1)*2 in media 2, zero in media 3
+        let out = aggregate_templates(&inp2).unwrap();
+        let (a, b) = (3.0 / 34f64.sqrt() / 2.0, 5.0 / 34f64.sqrt() / 2.0 + 2.0);
+        let n = (a * a + b * b).sqrt();
+        assert!((out.feats[0] as f64 - a / n).abs() < 1e-7);
+        assert!((out.feats[1] as f64 - b / n).abs() < 1e-7);
+        // a NaN weight on a zero row stays an error, as without normalisation
+        let bad_w = [1.0, f64::NAN, 2.0, 0.0];
+        inp2.weights = Some(&bad_w);
+        assert_eq!(
+            aggregate_templates(&inp2).unwrap_err(),
+            Error::NonFiniteImage {
+                row: 1,
+                template: 1
+            }
+        );
+    }
+
+    #[test]
+    fn normalisation_errors() {
+        // flip cancelling the features: zero norm but not all zeros
+        let feats = [1.0f32, 2.0, 1.0, 0.0];
+        let flip = [-1.0f32, -2.0, 0.0, 0.0];
+        let mut inp = input(&feats, &[1, 1], &[1, 2], 2);
+        inp.flip = Some(&flip);
+        inp.normalize_images = true;
+        let err = aggregate_templates(&inp).unwrap_err();
+        assert_eq!(
+            err,
+            Error::ZeroImage {
+                row: 0,
+                template: 1
+            }
+        );
+        assert!(err.to_string().contains("not all zeros"), "{err}");
+        // NaN under normalisation is named as NaN
+        let feats = [1.0f32, 0.0, 0.0, f32::NAN];
+        let mut inp = input(&feats, &[1, 1], &[1, 2], 2);
+        inp.normalize_images = true;
+        assert_eq!(
+            aggregate_templates(&inp).unwrap_err(),
+            Error::NonFiniteImage {
+                row: 1,
+                template: 1
+            }
+        );
     }
 
     #[test]

@@ -112,9 +112,21 @@ pub enum Error {
     /// An image whose features or weight hold NaN or infinity.
     #[error("image row {row} (template {template}) has NaN or infinite values in its features or weight")]
     NonFiniteImage { row: usize, template: i64 },
-    /// An image whose vector cannot be L2-normalised (`normalize_images`): zero, NaN or inf norm.
-    #[error("image row {row} (template {template}) has a zero, NaN or infinite feature vector")]
+    /// An image whose finite vector cannot be L2-normalised (`normalize_images`): its norm is
+    /// zero (or underflows to zero) although not all its values are exactly zero, e.g. flip
+    /// features that cancel the features. (An all-zero image is no error: it adds nothing.)
+    #[error(
+        "image row {row} (template {template}) has a feature vector of zero norm that is not all zeros, \
+         so it cannot be L2-normalised (normalize_images); all-zero rows are allowed and add nothing"
+    )]
     ZeroImage { row: usize, template: i64 },
+    /// A template feature row (`arg` row `row`, template id `template`) holds NaN or infinity.
+    #[error("{arg} row {row} (template {template}) has NaN or infinite values; template features must be finite")]
+    NonFiniteTemplate {
+        arg: &'static str,
+        row: usize,
+        template: i64,
+    },
     /// A template whose images sum to the zero vector; `count` such templates in all, the
     /// first few others (in id order) in `others`.
     #[error(

@@ -170,6 +170,9 @@ fn aggregate_generic<'py, T: Element + numpy::Element>(
 /// Each image vector is its features plus its flip features (when given), L2-normalised if
 /// normalize_images, times its weight (when given). Per template, the image vectors of each
 /// media are averaged, the media means summed and the sum L2-normalised; sums run in float64.
+/// An image whose features (and flip) are exactly all zeros, as --skip-bad writes for an
+/// unreadable image, adds nothing under normalize_images (no division by its zero norm) but
+/// still counts in its media's mean, as without normalisation.
 ///
 /// Args:
 ///     feats: (N, D) float32 or float64, C-contiguous image features.
@@ -185,8 +188,8 @@ fn aggregate_generic<'py, T: Element + numpy::Element>(
 /// Raises:
 ///     TypeError: feats or flip not a float32/float64 array, or flip's dtype differs from feats'.
 ///     ValueError: wrong ndim, shape or length mismatch, non-contiguous input, empty input, an
-///         image with NaN/inf values (or a zero norm under normalize_images), or a template
-///         summing to zero (named in the message).
+///         image with NaN/inf values (or, under normalize_images, a zero norm though not all
+///         zeros), or a template summing to zero (named in the message).
 #[pyfunction]
 #[pyo3(signature = (feats, templates, medias, weights=None, flip=None, normalize_images=false))]
 fn aggregate_templates<'py>(
@@ -232,8 +235,9 @@ fn aggregate_templates<'py>(
 ///
 /// Raises:
 ///     TypeError: an argument of another dtype.
-///     ValueError: an id of p1/p2 without a row (named with its pair index), unsorted
-///         template_ids, length mismatches, non-contiguous input.
+///     ValueError: a template row with NaN/inf values (its row and id named), an id of p1/p2
+///         without a row (named with its pair index), unsorted template_ids, length
+///         mismatches, non-contiguous input.
 #[pyfunction]
 fn score_pairs<'py>(
     py: Python<'py>,

@@ -13,7 +13,27 @@ import numpy.typing as npt
 
 from vitfree.errors import InputError, InputTypeError
 
-__all__ = ["as_features", "as_ids", "as_labels", "as_scores", "as_weights", "check_same_length"]
+__all__ = [
+    "NonIntegerIdError",
+    "as_features",
+    "as_ids",
+    "as_labels",
+    "as_scores",
+    "as_weights",
+    "check_same_length",
+    "ids_to_int64",
+]
+
+
+class NonIntegerIdError(InputError, InputTypeError):
+    """Float ids that are NaN, infinite or not integral: a wrong value (:class:`InputError`), and
+    a :class:`InputTypeError` too, which is what such ids raised before the values were checked.
+    """
+
+
+#: Floats in [-2**63, 2**63) convert to int64 exactly; anything outside would wrap.
+_INT64_LOW = -(2.0**63)
+_INT64_HIGH = 2.0**63
 
 
 def _array(x: Any, name: str) -> np.ndarray:
@@ -96,23 +116,72 @@ def as_features(
     return arr
 
 
+def ids_to_int64(arr: np.ndarray, name: str, *, allow_bool: bool = False) -> npt.NDArray[np.int64]:
+    """Integer ids of any integer or float dtype as int64, refusing every value that would change.
+
+    Integer dtypes convert when their values fit (uint64 above the int64 range is refused);
+    floats must be finite, integral and inside the int64 range, since a cast would turn 1e19
+    and 2e19 both into -2**63 and merge distinct ids. (A float above 2**53 holds only every
+    other integer: pass integer arrays for ids that large.)
+
+    Raises:
+        InputError: ids outside the int64 range (the first such entry named).
+        NonIntegerIdError: NaN, infinite or non-integral floats (both ValueError and TypeError).
+        InputTypeError: any other dtype (strings, objects, complex; booleans unless allowed).
+    """
+    kind = arr.dtype.kind
+    if kind == "i" or (kind == "b" and allow_bool):
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if kind == "u":
+        if arr.dtype.itemsize == 8 and arr.size:
+            big = np.flatnonzero(arr > np.iinfo(np.int64).max)
+            if big.size:
+                raise InputError(
+                    f"{name}[{big[0]}] is {arr[big[0]]}, above the int64 range of ids "
+                    f"({big.size} such entries)"
+                )
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if kind == "f":
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        finite = np.isfinite(arr)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise NonIntegerIdError(f"{name} must hold integer ids: {name}[{i}] is {arr[i]}")
+        outside = np.flatnonzero((arr < _INT64_LOW) | (arr >= _INT64_HIGH))
+        if outside.size:
+            i = int(outside[0])
+            raise InputError(
+                f"{name}[{i}] is {arr[i]:.17g}, outside the int64 range of ids "
+                f"({outside.size} such entries): a cast would wrap it and merge distinct ids"
+            )
+        fractional = np.flatnonzero(arr != np.round(arr))
+        if fractional.size:
+            i = int(fractional[0])
+            raise NonIntegerIdError(
+                f"{name} must hold integer ids: {name}[{i}] is {arr[i]}, not a whole number "
+                f"({fractional.size} such entries)"
+            )
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    raise InputTypeError(f"{name} must hold integer ids, got dtype {arr.dtype}")
+
+
 def as_ids(x: Any, name: str, n: int | None = None) -> npt.NDArray[np.int64]:
-    """A (N,) int64 vector of integer ids."""
+    """A (N,) int64 vector of integer ids (integer arrays, or floats holding whole numbers).
+
+    Refuses, naming ``name`` and the first offending entry, every id that int64 cannot hold
+    exactly (floats or uint64 beyond the int64 range, NaN/inf, non-integral floats): see
+    :func:`ids_to_int64`.
+    """
     arr = _array(x, name)
     if arr.ndim != 1:
         raise InputError(f"{name} must be a 1-D array of ids, got shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            arr = arr.astype(np.int64)
-        elif arr.size == 0:
-            arr = arr.astype(np.int64)
-        else:
-            raise InputTypeError(f"{name} must hold integer ids, got dtype {arr.dtype}")
-    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise InputError(f"{name} holds ids above the int64 range")
-    if n is not None and arr.shape[0] != n:
-        raise InputError(f"{name} has {arr.shape[0]} entries, expected {n}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size == 0 and arr.dtype.kind not in "iuf":  # np.asarray([]) and friends
+        arr = arr.astype(np.int64)
+    out = ids_to_int64(arr, name)
+    if n is not None and out.shape[0] != n:
+        raise InputError(f"{name} has {out.shape[0]} entries, expected {n}")
+    return out
 
 
 def as_weights(x: Any, name: str, n: int) -> npt.NDArray[np.float64]:

@@ -36,7 +36,8 @@ def aggregate_templates(
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """(N, D) float32/float64 image features -> ((T, D) unit template features, (T,) sorted ids).
 
-    flip must have feats' shape and dtype. Raises TypeError (dtype), ValueError (shapes,
+    flip must have feats' shape and dtype. An all-zero image (features and flip exactly 0) adds
+    nothing, with or without normalize_images. Raises TypeError (dtype), ValueError (shapes,
     lengths, NaN/inf, a template summing to zero).
     """
 
@@ -46,7 +47,11 @@ def score_pairs(
     p1: npt.NDArray[np.int64],
     p2: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float32]:
-    """(P,) cosine scores of template-id pairs; template_ids sorted ascending and unique."""
+    """(P,) cosine scores of template-id pairs; template_ids sorted ascending and unique.
+
+    Raises ValueError for a template row with NaN/inf values (row and id named), an unknown
+    pair id, unsorted template_ids or mismatched lengths.
+    """
 
 def roc_curve(
     labels: npt.NDArray[np.uint8], scores: npt.NDArray[_Float], drop_intermediate: bool = True

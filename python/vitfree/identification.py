@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vitfree._checks import as_features
+from vitfree._checks import as_features, ids_to_int64
 from vitfree.errors import InputError, InputTypeError
 from vitfree.search import GalleryIndex, SearchConfig, SearchKind
 
@@ -154,18 +154,47 @@ class IJBIdentificationResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _labels(name: str, x: npt.ArrayLike, n: int, n_name: str) -> np.ndarray:
+_SUBJECT_KINDS = {"i": "integers", "U": "strings", "S": "bytes"}
+
+
+def _subjects(name: str, x: npt.ArrayLike, n: int | None = None, n_name: str = "") -> np.ndarray:
+    """Subject ids in one canonical form: int64 for numbers, str or bytes arrays as given.
+
+    Integer, unsigned, boolean and float ids become int64; floats must be finite and whole
+    numbers inside the int64 range and uint64 ids must fit in int64 (each refused naming the
+    argument), so that no two distinct ids can merge and ids of different numeric dtypes
+    compare exactly.
+    """
     a = np.asarray(x)
     if a.ndim != 1:
         raise InputError(f"{name} must be 1-D, got shape {a.shape}")
-    if a.shape[0] != n:
+    if n is not None and a.shape[0] != n:
         raise InputError(f"{name} has {a.shape[0]} entries but {n_name} has {n} rows")
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"{name} contains NaN")
-    elif a.dtype.kind not in "iuUSb":
+    if a.dtype.kind in "US":
+        return a
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise InputError(f"{name} contains NaN or infinite values")
+    if a.dtype.kind not in "iubf":
         raise InputTypeError(f"{name} must hold integer (or string) subject ids, got {a.dtype}")
-    return a
+    return ids_to_int64(a, name, allow_bool=True)
+
+
+def _same_kind(*named: tuple[str, np.ndarray]) -> None:
+    """Refuse subject ids of different kinds (integers, strings, bytes) on the two sides.
+
+    numpy compares a string with an integer as unequal, so mixing them would leave every probe
+    non-mated and every result NaN, without an error. Empty arrays have no kind.
+    """
+    present = [(name, a) for name, a in named if a.size]
+    for name, a in present[1:]:
+        first, f = present[0]
+        if a.dtype.kind != f.dtype.kind:
+            raise InputError(
+                f"{first} holds {_SUBJECT_KINDS[f.dtype.kind]} (e.g. {f[0].item()!r}) but "
+                f"{name} holds {_SUBJECT_KINDS[a.dtype.kind]} (e.g. {a[0].item()!r}): subject "
+                f"ids must be of one kind on both sides; convert one of them (e.g. with "
+                f".astype(str) or .astype(int))"
+            )
 
 
 def _fpirs(fpirs: Any) -> npt.NDArray[np.float64]:
@@ -329,10 +358,18 @@ def identification(
 
     Args:
         probe_feats: (P, d) float template features, L2-normalised (float32 used).
-        probe_subjects: (P,) subject id of each probe (int or str).
+        probe_subjects: (P,) subject id of each probe: integers or strings (see below).
         gallery_feats: (G, d) float template features, G >= 1.
         gallery_subjects: (G,) subject id of each gallery template; a subject may have several
             templates (its best-scoring one counts).
+
+            Subject ids of both sides must be of one kind: all numbers (integer, unsigned,
+            boolean or float dtypes, compared exactly as int64: ``7``, ``np.uint8(7)`` and
+            ``7.0`` are one subject) or all strings (or all bytes). Strings are never compared
+            with numbers (``"7"`` and ``7`` are different kinds, not one subject): mixing them
+            raises ``InputError`` rather than silently finding no mated probe. Float ids must
+            be finite whole numbers inside the int64 range, and uint64 ids must fit in int64,
+            so that no two distinct ids can merge.
         fpirs: target FPIRs, each in (0, 1].
         ranks: closed-set ranks k >= 1 to report.
         search: "flat" (default, exact), "ivf", "hnsw", a :class:`~vitfree.search.SearchConfig`
@@ -344,12 +381,14 @@ def identification(
 
     Raises:
         TypeError/ValueError: non-float features, wrong shapes, NaN/inf, mismatched lengths,
-        dimension mismatch, empty gallery or probe set, FPIRs outside (0, 1], ranks < 1.
+        dimension mismatch, empty gallery or probe set, FPIRs outside (0, 1], ranks < 1,
+        subject ids of mixed kinds, float ids that are not whole numbers or beyond int64.
     """
     pf = as_features(probe_feats, "probe_feats", dtype=np.float32, finite=True, allow_empty=True)
     gf = as_features(gallery_feats, "gallery_feats", dtype=np.float32, finite=True, allow_empty=True)
-    ps = _labels("probe_subjects", probe_subjects, pf.shape[0], "probe_feats")
-    gs = _labels("gallery_subjects", gallery_subjects, gf.shape[0], "gallery_feats")
+    ps = _subjects("probe_subjects", probe_subjects, pf.shape[0], "probe_feats")
+    gs = _subjects("gallery_subjects", gallery_subjects, gf.shape[0], "gallery_feats")
+    _same_kind(("probe_subjects", ps), ("gallery_subjects", gs))
     if gf.shape[0] == 0:
         raise InputError("the gallery is empty")
     if pf.shape[0] == 0:
@@ -404,6 +443,9 @@ def _rows_of(
     q = np.asarray(ids)
     if q.ndim != 1:
         raise InputError(f"{name} template ids must be 1-D, got shape {q.shape}")
+    if q.size == 0 and q.dtype.kind not in "iuf":
+        q = q.astype(np.int64)
+    q = ids_to_int64(q, f"{name} template_ids")
     pos = np.minimum(np.searchsorted(sorted_ids, q), sorted_ids.size - 1)
     ok = sorted_ids[pos] == q
     if not ok.all():
@@ -428,7 +470,7 @@ def _pair(name: str, x: Any) -> tuple[np.ndarray, np.ndarray]:
             f"{name}: template_ids and subject_ids must be 1-D of equal length, got "
             f"{ids.shape} and {subjects.shape}"
         )
-    return ids, subjects
+    return ids, _subjects(f"{name} subject_ids", subjects)
 
 
 def ijb_identification(
@@ -447,10 +489,12 @@ def ijb_identification(
 
     Args:
         template_feats: (T, d) float L2-normalised template features.
-        template_ids: (T,) int template id of each row (unique).
+        template_ids: (T,) int template id of each row (unique); integer arrays, or floats
+            holding whole numbers inside the int64 range (others are refused, not cast).
         gallery1, gallery2: (template_ids (G,), subject_ids (G,)) of the two galleries (e.g.
             from :func:`vitfree.data.ijb.load_ijb_1n`); their subjects must be disjoint.
-        probes: (template_ids (P,), subject_ids (P,)) of the probe templates.
+        probes: (template_ids (P,), subject_ids (P,)) of the probe templates. The subject ids
+            of the galleries and the probes must be of one kind, as in :func:`identification`.
         fpirs, ranks, search: as in :func:`identification`.
         gallery_names: names of the two galleries in the result.
 
@@ -459,7 +503,8 @@ def ijb_identification(
         over the two galleries; rank-k = (hits in gallery 1 + hits in gallery 2) / P.
 
     Raises:
-        ValueError: unknown template ids (named), duplicate template_ids, galleries sharing a
+        ValueError: unknown template ids (named), duplicate template_ids, template or subject
+        ids that int64 cannot hold exactly, subject ids of mixed kinds, galleries sharing a
         subject, and everything :func:`identification` rejects.
     """
     feats = as_features(template_feats, "template_feats", dtype=np.float32, finite=True)
@@ -471,6 +516,7 @@ def ijb_identification(
         )
     if tids.size == 0:
         raise InputError("template_feats is empty")
+    tids = ids_to_int64(tids, "template_ids")
     order = np.argsort(tids, kind="stable")
     sorted_ids = tids[order]
     dup = sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]]
@@ -478,6 +524,11 @@ def ijb_identification(
         raise InputError(f"template_ids are not unique: {np.unique(dup)[:10].tolist()}")
     g = [_pair(gallery_names[0], gallery1), _pair(gallery_names[1], gallery2)]
     p_ids, p_subj = _pair("probe", probes)
+    _same_kind(
+        (f"{gallery_names[0]} subject_ids", g[0][1]),
+        (f"{gallery_names[1]} subject_ids", g[1][1]),
+        ("probe subject_ids", p_subj),
+    )
     shared = np.intersect1d(g[0][1], g[1][1])
     if shared.size:
         raise InputError(

@@ -52,10 +52,18 @@ def aggregate_templates(
     media are averaged and the media vectors summed; the sum is L2-normalised. Sums run in
     float64 (as the community code's float64 template array).
 
+    An image whose features (and ``flip_feats``, when given) are exactly all zeros, which is
+    what ``--skip-bad`` writes for an image that cannot be read, contributes the zero vector
+    also with ``normalize_images`` (where the community code would divide by its zero norm and
+    get NaN): it adds nothing to its media's sum but still counts in that media's mean, exactly
+    as it does without normalisation. A template whose images are all zero still raises (the
+    zero-template error below), and NaN/inf values, in any row, stay an error.
+
     Args:
         feats: (N, D) float32 or float64 image features (not copied when C-contiguous).
-        templates: (N,) integer template id of each image (sparse ids, any order).
-        medias: (N,) integer media id of each image.
+        templates: (N,) integer template id of each image (sparse ids, any order); floats
+            must be whole numbers inside the int64 range (others are refused, not cast).
+        medias: (N,) integer media id of each image (same rule).
         weights: optional (N,) per-image weights (detector scores).
         flip_feats: optional (N, D) features of the horizontally flipped images, added to ``feats``.
         normalize_images: L2-normalise each image vector before weighting.
@@ -66,7 +74,9 @@ def aggregate_templates(
 
     Raises:
         TypeError: wrong dtypes. ValueError: wrong shapes, length mismatches, NaN/inf values,
-        or a template whose vector sums to zero (named in the message).
+        ids beyond int64, a template whose vector sums to zero (named in the message), or,
+        with ``normalize_images``, an image of zero norm that is not all zeros (e.g. flip
+        features cancelling the features).
     """
     f = as_features(feats, "feats")
     n = f.shape[0]
@@ -100,8 +110,10 @@ def score_pairs(
         (P,) float32 dot products.
 
     Raises:
-        ValueError: an id of ``p1``/``p2`` that has no row (named with its pair index), length
-        mismatches, unsorted ``template_ids``.
+        ValueError: a row of ``template_feats`` with NaN or infinite values (its row and
+        template id named; checked once per row, not per pair), an id of ``p1``/``p2`` that
+        has no row (named with its pair index), length mismatches, unsorted ``template_ids``,
+        ids beyond int64.
     """
     f = as_features(template_feats, "template_feats", allow_f64=False)
     ids = as_ids(template_ids, "template_ids", n=f.shape[0])
