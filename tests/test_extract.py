@@ -264,21 +264,92 @@ def damaged_ijb(ijb, tmp_path):
     return root, corrupt, missing
 
 
-def test_bad_image_fails_by_default_naming_the_file(damaged_ijb, ckpt, tmp_path):
+def test_bad_images_stop_the_run_before_extraction_naming_every_one(damaged_ijb, ckpt, tmp_path):
     root, corrupt, missing = damaged_ijb
     out = tmp_path / "f"
-    with pytest.raises(
-        IJBFormatError, match=f"{re.escape(str(corrupt))}.*meta row 5.*cannot be decoded.*skip-bad"
-    ):
+    with pytest.raises(IJBFormatError) as info:
+        extract_ijb(load(ckpt), root, out, exits=EXITS, batch_size=BATCH, num_workers=2)
+    msg = str(info.value)
+    assert "2 IJB images cannot be used, found before extraction" in msg
+    assert f"{corrupt} (meta row 5): not a JPEG image" in msg
+    assert f"{missing} (meta row 9): not found" in msg and "--skip-bad" in msg
+    assert read_manifest(out).get("done") == []  # nothing computed
+    # only the missing file left: a FileNotFoundError, still before any compute
+    shutil.copy(missing.parent / load_ijb_meta(root, pairs=False).names[0], corrupt)
+    with pytest.raises(FileNotFoundError, match=f"{re.escape(str(missing))} \\(meta row 9\\): not found"):
+        extract_ijb(load(ckpt), root, out, exits=EXITS, batch_size=BATCH, num_workers=0)
+
+
+def _corrupt_inside(path: Path) -> None:
+    """Garbage in the middle of the entropy-coded data: header and end marker stay whole, so
+    only decoding finds it (libjpeg: corrupt data, bad Huffman code)."""
+    data = bytearray(path.read_bytes())
+    sos = data.index(b"\xff\xda")
+    mid = (sos + len(data)) // 2
+    data[mid : mid + 40] = bytes(range(200, 240))
+    path.write_bytes(bytes(data))
+
+
+def test_damage_found_while_decoding_stops_there_and_resumes(ijb, ckpt, tmp_path):
+    root = tmp_path / "inside"
+    shutil.copytree(ijb, root)
+    meta = load_ijb_meta(root, pairs=False)
+    row = BATCH + 1  # in the second batch
+    _corrupt_inside(meta.image_dir / meta.names[row])
+    out = tmp_path / "f"
+    with pytest.raises(IJBFormatError, match=f"(?s)found while extracting.*meta row {row}.*skip-bad"):
         extract_ijb(load(ckpt), root, out, exits=EXITS, batch_size=BATCH, num_workers=2)
     assert read_manifest(out)["done"] == [[0, BATCH]]  # the batch before it is kept
-    # repair row 5: the run resumes and stops at the missing file of row 9
-    shutil.copy(missing.parent / load_ijb_meta(root, pairs=False).names[0], corrupt)
-    with pytest.raises(
-        FileNotFoundError, match=f"{re.escape(str(missing))}.*meta row 9.*not found"
-    ):
-        extract_ijb(load(ckpt), root, out, exits=EXITS, batch_size=BATCH, num_workers=0)
-    assert read_manifest(out)["done"] == [[0, 2 * BATCH]]
+    res = extract_ijb(
+        load(ckpt), root, out, exits=EXITS, batch_size=BATCH, num_workers=0, skip_bad=True
+    )
+    assert res.complete and res.skipped_rows == [row] and res.resumed == BATCH
+    assert "damaged JPEG" in res.problems[row]
+    man = read_manifest(out)
+    assert man["skipped"]["rows"] == [row] and "damaged JPEG" in man["problems"][str(row)]
+
+
+def test_use_damaged_uses_truncated_files_and_lists_them(ijb, ckpt, tmp_path, reference):
+    root = tmp_path / "trunc"
+    shutil.copytree(ijb, root)
+    meta = load_ijb_meta(root, pairs=False)
+    f = meta.image_dir / meta.names[3]
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(IJBFormatError, match="(?s)meta row 3\\): truncated JPEG.*use-damaged"):
+        extract_ijb(load(ckpt), root, tmp_path / "a", exits=EXITS, batch_size=BATCH, num_workers=0)
+    res = extract_ijb(
+        load(ckpt), root, tmp_path / "b", exits=EXITS, batch_size=BATCH, num_workers=2,
+        use_damaged=True,
+    )  # fmt: skip
+    assert res.complete and res.damaged_rows == [3] and res.skipped_rows == []
+    man = read_manifest(tmp_path / "b")
+    assert man["damaged_used"]["rows"] == [3] and "truncated" in man["problems"]["3"]
+    store = read_store(tmp_path / "b")
+    assert all(arr[3].any() for arr in store.values())  # used, not zeroed
+    good = np.setdiff1d(np.arange(res.n_images), [3])
+    assert_matches_reference(store, reference, rows=good)
+
+
+def test_bad_landmark_lines_are_refused_before_extraction(ijb, ckpt, tmp_path):
+    root = tmp_path / "lmk"
+    shutil.copytree(ijb, root)
+    path = root / "IJBC" / "meta" / "ijbc_name_5pts_score.txt"
+    lines = path.read_text().splitlines()
+    name, *vals = lines[2].split()
+    far = [f"{float(v) + 5000:.3f}" for v in vals[:10]]  # a face, but far outside the image
+    lines[2] = " ".join([name, *far, vals[10]])
+    lines[4] = lines[4].split()[0] + " " + " ".join(["20.0"] * 10) + " 0.9"  # one point
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(IJBFormatError) as info:
+        extract_ijb(load(ckpt), root, tmp_path / "a", exits=EXITS, batch_size=BATCH, num_workers=0)
+    msg = str(info.value)
+    assert "(meta row 2): landmark line 3: " in msg and "mostly outside the image" in msg
+    assert "(meta row 4): landmark line 5: degenerate landmarks" in msg
+    res = extract_ijb(
+        load(ckpt), root, tmp_path / "b", exits=EXITS, batch_size=BATCH, num_workers=0,
+        skip_bad=True,
+    )  # fmt: skip
+    assert res.skipped_rows == [2, 4]
 
 
 def test_skip_bad_writes_zeros_and_lists_them(damaged_ijb, ckpt, tmp_path, reference, capsys):

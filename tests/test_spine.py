@@ -212,6 +212,10 @@ def test_store_resume_refuses_other_settings_and_keeps_progress(tmp_path: Path) 
     s.close()
     again = FeatureStore.open(tmp_path, rows, m)
     assert again.done.tolist() == [True, True, False, False]
+    # a second writer (resuming or --overwrite) is refused while the first holds the store
+    with pytest.raises(StoreError, match=r"another process \(pid \d+\) is writing the feature store"):
+        FeatureStore.open(tmp_path, rows, m, overwrite=True)
+    again.close()
     with pytest.raises(StoreError, match="model weights: stored 'abc', now 'xyz'"):
         FeatureStore.open(tmp_path, rows, Manifest(exits=[1], n_images=4, dim=2, model_fingerprint="xyz"))
     with pytest.raises(StoreError, match="is not complete"):
@@ -256,3 +260,45 @@ def test_library_logs_and_does_not_switch_the_matplotlib_backend(ijb_feature_roo
     logger.warning("a warning note")
     err = capsys.readouterr().err
     assert "a warning note" in err and "an info note" not in err
+
+
+def test_a_full_disk_is_an_error_before_extraction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import shutil
+
+    rows = np.arange(1000, dtype=np.int64)
+    m = Manifest(exits=[1, 2], n_images=1000, dim=512)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=1000))
+    with pytest.raises(StoreError, match=r"not enough space in .*need 8192000 bytes .*1000 are free"):
+        FeatureStore.open(tmp_path / "a", rows, m)
+    monkeypatch.undo()
+
+    def enospc(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.posix_fallocate", enospc)
+    with pytest.raises(StoreError, match=r"cannot reserve \d+ bytes for .*exit_01.npy .*No space left"):
+        FeatureStore.open(tmp_path / "b", rows, m)
+    # the lock was released with the error: the folder can be opened again
+    monkeypatch.undo()
+    FeatureStore.open(tmp_path / "b", rows, m, overwrite=True).close()
+
+
+def test_a_small_real_file_system_fills_without_a_crash(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root and mount(8)")
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({out.stderr.decode().strip()})")
+    try:
+        m = Manifest(exits=[1, 2, 3], n_images=2000, dim=64)  # 3 MB of features > 256 kB
+        with pytest.raises(StoreError, match="not enough space|cannot reserve"):
+            FeatureStore.open(mnt / "f", np.arange(2000, dtype=np.int64), m)
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

@@ -31,9 +31,17 @@ How it works, and why:
   multiples of the batch size, so every rank forms exactly the batches a single process would,
   and the features are bit-identical to a single-process run on the same device.  ``OUT`` must
   be a folder every rank can see (a shared file system across nodes).
-* Unreadable images fail the run by default, naming the file; ``skip_bad=True`` writes zero
-  features for them (so they add nothing to their template; a template with only bad images
-  then has no feature and the evaluation names it) and lists them in the manifest.
+* Bad images are found before any compute: a pre-flight pass (:meth:`IJBCrops.check`)
+  reads the head and tail of every pending file and checks every landmark line against its
+  image, and stops the run naming every missing, empty, truncated or non-image file and every
+  landmark line that cannot give a face.  Decoding is strict (a JPEG that libjpeg can only
+  partly decode is an error, in the worker that decodes it), so damage that the pre-flight
+  cannot see stops the run there, naming the file; the rows done are kept.
+  ``skip_bad=True`` writes zero features for unusable images instead (so they add nothing to
+  their template; a template with only bad images then has no feature and the evaluation
+  names it) and lists them, with what is wrong, in the manifest; ``use_damaged=True`` uses
+  truncated or damaged files as far as they decode (what the community scripts do) and lists
+  them too.
 
 Rejected: one process writing while others send features through ``torch.distributed``
 (gather) -- it needs every rank's features in memory or a protocol of its own, while partial
@@ -48,7 +56,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +66,7 @@ import torch
 
 from vitfree._logging import get_logger
 from vitfree.data.ijb import IJBMeta, load_ijb_meta
+from vitfree.data.images import USABLE_DAMAGE
 from vitfree.errors import IJBFormatError, InputError, StoreError
 from vitfree.faces import ArrayFaces, FaceBatch, IJBCrops, face_batches
 from vitfree.inference import check_face_model, embed_batch
@@ -67,6 +76,7 @@ from vitfree.store import (
     FEATURE_FORMAT,
     FeatureStore,
     Manifest,
+    StoreLock,
     assemble,
     check_resumable,
 )
@@ -115,7 +125,9 @@ class ExtractResult:
         complete: every row is done (False after ``max_batches`` or in a partial run).
         extracted: images extracted by this call (this rank's share under torchrun).
         resumed: images found done at the start (of this rank's shard).
-        skipped_rows: meta rows whose image could not be read (all ranks), zero features.
+        skipped_rows: meta rows whose image could not be used (all ranks), zero features.
+        damaged_rows: meta rows whose damaged image was used as decoded (``use_damaged``).
+        problems: ``{row: what is wrong}`` of the skipped and damaged rows.
         seconds: wall time of the extraction loop in this process.
         rank, world_size: this process in a distributed run (0, 1 otherwise).
     """
@@ -131,6 +143,8 @@ class ExtractResult:
     seconds: float
     rank: int = 0
     world_size: int = 1
+    damaged_rows: list[int] = dataclasses.field(default_factory=list)
+    problems: dict[int, str] = dataclasses.field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float:
@@ -161,21 +175,50 @@ def _shard(
     return pending[int(per[0]) * batch_size : min((int(per[-1]) + 1) * batch_size, pending.size)]
 
 
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    """How the extraction loop runs: the options that travel from :func:`extract_ijb` to it."""
+
+    batch_size: int
+    workers: int
+    skip_bad: bool
+    use_damaged: bool
+    save_every: float
+    progress: bool
+    max_batches: int | None
+    on_batch: Callable[[int], None] | None
+
+
+def _bad_image_error(
+    crops: IJBCrops, problems: Mapping[int, str], folder: Path, before: bool
+) -> Exception:
+    """One error naming every unusable image (at most 20 listed), with what to do."""
+    rows = sorted(problems)
+    lines = [f"  {crops.path(r)} (meta row {r}): {problems[r]}" for r in rows[:20]]
+    if len(rows) > 20:
+        lines.append(f"  ... and {len(rows) - 20} more")
+    when = "found before extraction (nothing was computed)" if before else "found while extracting"
+    msg = (
+        f"{len(rows)} IJB image{'s' if len(rows) > 1 else ''} cannot be used, {when}:\n"
+        + "\n".join(lines)
+        + f"\nRerun with skip_bad=True (--skip-bad) to write zero features for them and list "
+        f"them in {folder / 'manifest.json'} and results.json"
+        + ("; or use_damaged=True (--use-damaged) to use truncated files as far as they "
+           "decode, as the community scripts do" if any("truncated" in p for p in problems.values()) else "")
+        + ("" if before else "; the rows done so far are kept and skipped on restart")
+    )
+    all_missing = all(p == "not found" or "not found" in p for p in problems.values())
+    return FileNotFoundError(msg) if all_missing else IJBFormatError(msg)
+
+
 def _run_loader(
     model: VisionTransformer,
     store: FeatureStore,
     crops: IJBCrops,
     exits: list[int],
     rt: Runtime,
-    *,
-    batch_size: int,
-    num_workers: int,
-    skip_bad: bool,
-    save_every: float,
-    show_progress: bool,
+    loop: _Loop,
     desc: str,
-    max_batches: int | None,
-    on_batch: Callable[[int], None] | None,
     names: npt.NDArray[np.str_],
 ) -> tuple[int, int]:
     """Extract ``crops`` into ``store``; returns (images extracted, bad images in this run)."""
@@ -188,35 +231,31 @@ def _run_loader(
         desc=desc,
         unit="img",
         dynamic_ncols=True,
-        disable=not show_progress,
+        disable=not loop.progress,
     )
     extracted = 0
     bad_now = 0
     batches = 0
     last_save = time.monotonic()
     batches_iter: Generator[FaceBatch, None, None] = face_batches(
-        crops, batch_size, num_workers=num_workers, pin_memory=rt.device.type == "cuda"
+        crops, loop.batch_size, num_workers=loop.workers, pin_memory=rt.device.type == "cuda"
     )
     try:
         for batch in batches_iter:
             rows, ok = batch.rows, batch.ok
             if not ok.all():
                 bad = rows[~ok]
-                if not skip_bad:
-                    r = int(bad[0])
-                    path = crops.path(r)
-                    why = "not found" if not os.path.isfile(path) else "cannot be decoded"
-                    exc_type = FileNotFoundError if why == "not found" else IJBFormatError
-                    raise exc_type(
-                        f"IJB image {path} (meta row {r}) {why}"
-                        + (f"; {bad.size} unreadable images in this batch" if bad.size > 1 else "")
-                        + f". Rerun with skip_bad=True (--skip-bad) to write zero features for "
-                        f"unreadable images and list them in {store.folder / 'manifest.json'}; "
-                        f"the {int(store.done.sum())} rows done so far are kept and skipped "
-                        f"on restart"
-                    )
+                # the worker only said "bad": the main process names what is wrong
+                why = {int(r): crops.diagnose(int(r)) or "cannot be used" for r in bad}
+                if not loop.skip_bad:
+                    raise _bad_image_error(crops, why, store.folder, before=False)
                 store.skipped.extend(int(r) for r in bad)
+                store.problems.update(why)
                 bad_now += int(bad.size)
+            if batch.damaged.any():
+                for r in rows[batch.damaged]:
+                    store.damaged.append(int(r))
+                    store.problems.setdefault(int(r), "damaged image, used as decoded")
             b = len(batch)
             embs = embed_batch(model, batch, exits, rt)
             feats: dict[int, npt.NDArray[np.float32]] = {}
@@ -233,12 +272,12 @@ def _run_loader(
             extracted += b
             batches += 1
             bar.update(b)
-            if on_batch is not None:
-                on_batch(batches)
-            if time.monotonic() - last_save >= save_every:
+            if loop.on_batch is not None:
+                loop.on_batch(batches)
+            if time.monotonic() - last_save >= loop.save_every:
                 store.save(names)
                 last_save = time.monotonic()
-            if max_batches is not None and batches >= max_batches:
+            if loop.max_batches is not None and batches >= loop.max_batches:
                 break
     finally:
         bar.close()
@@ -260,6 +299,7 @@ def extract_ijb(
     device: str | torch.device | None = None,
     amp: str | None = None,
     skip_bad: bool = False,
+    use_damaged: bool = False,
     model_path: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     distributed: bool | None = None,
@@ -288,9 +328,12 @@ def extract_ijb(
             ``min(4, CPUs / processes)``; 0 decodes in this process.
         device: see :func:`vitfree.runtime.resolve_device` (CUDA when available, else CPU).
         amp: ``"bf16"``/``"fp16"``: autocast on CUDA (attention and head stay float32).
-        skip_bad: write zero features for images that are missing or cannot be decoded,
-            list them in the manifest and print their count; default: stop with an error
-            naming the file.
+        skip_bad: write zero features for images that cannot be used (missing, empty,
+            damaged, landmarks that give no face), list them with what is wrong in the
+            manifest and print their count; default: stop with an error naming them (before
+            extraction for everything the pre-flight pass finds).
+        use_damaged: use truncated or damaged image files as far as they decode (as the
+            community scripts do), listed in the manifest, instead of refusing them.
         model_path: the checkpoint file, recorded in the manifest.
         overwrite: discard an existing store in ``out`` instead of resuming it.
         distributed: None = use ``torch.distributed`` when launched by torchrun (WORLD_SIZE
@@ -308,8 +351,8 @@ def extract_ijb(
         :class:`ExtractResult`.
 
     Raises:
-        FileNotFoundError: meta files or (without ``skip_bad``) an image missing, named.
-        IJBFormatError: an undecodable image (without ``skip_bad``), named.
+        FileNotFoundError: meta files, or (without ``skip_bad``) images, missing: named.
+        IJBFormatError: unusable images or landmark lines (without ``skip_bad``), named.
         ValueError: a model not built for 112x112 faces.
         vitfree.errors.StoreError: an existing store in ``out`` made with another model,
             exits, image list or precision (says which differ).
@@ -335,11 +378,13 @@ def extract_ijb(
         )
     ctx = dist_setup(rt.device, distributed)
     try:
+        workers = default_workers(ctx.world) if num_workers is None else int(num_workers)
+        loop = _Loop(
+            batch_size, workers, skip_bad, use_damaged, save_every, progress, max_batches, on_batch
+        )
         return _extract(
-            model, meta, Path(out), wanted, rt, ctx,
-            batch_size=batch_size, num_workers=num_workers, skip_bad=skip_bad,
-            model_path=model_path, overwrite=overwrite, shard=shard, save_every=save_every,
-            progress=progress, max_batches=max_batches, on_batch=on_batch,
+            model, meta, Path(out), wanted, rt, ctx, loop,
+            model_path=model_path, overwrite=overwrite, shard=shard,
         )  # fmt: skip
     finally:
         ctx.close()
@@ -388,47 +433,45 @@ def _extract(
     exits: list[int],
     rt: Runtime,
     ctx: Dist,
+    loop: _Loop,
     *,
-    batch_size: int,
-    num_workers: int | None,
-    skip_bad: bool,
     model_path: str | os.PathLike[str] | None,
     overwrite: bool,
     shard: str,
-    save_every: float,
-    progress: bool,
-    max_batches: int | None,
-    on_batch: Callable[[int], None] | None,
 ) -> ExtractResult:
     n = len(meta)
     dim = int(model.num_features)
     model.to(rt.device).eval()
-    manifest = _manifest(model, meta, exits, rt, skip_bad, model_path)
-    workers = default_workers(ctx.world) if num_workers is None else int(num_workers)
+    manifest = _manifest(model, meta, exits, rt, loop.skip_bad, model_path)
     names = meta.names
     rows_all = np.arange(n, dtype=np.int64)
     desc = f"{meta.dataset} exits {','.join(map(str, exits))}"
-    loop = dict(
-        batch_size=batch_size, workers=workers, skip_bad=skip_bad, save_every=save_every,
-        max_batches=max_batches, on_batch=on_batch,
-    )  # fmt: skip
 
     if ctx.world == 1:
         store = FeatureStore.open(out, rows_all, manifest, overwrite, "features")
+        try:
+            checked = _preflight(meta, store.pending(), loop, out)
+        except BaseException:
+            store.save(names)
+            store.close()
+            raise
         resumed = int(store.done.sum())
         if resumed:
             log.info("resuming %s: %d of %d images done", out, resumed, n)
         store.save(names)
-        extracted, bad, secs = _extract_store(
-            model, store, meta, exits, rt, progress=progress, desc=desc, **loop  # type: ignore[arg-type]
-        )
+        extracted, bad, secs = _extract_store(model, store, meta, exits, rt, loop, desc, checked)
         complete = bool(store.done.all())
         skipped = sorted(set(store.skipped))
         if complete:  # partial files of an interrupted torchrun run are of no use any more
             for stale in out.glob("partial-w*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        _report_skipped(skipped, bad, names, out)
-        return ExtractResult(out, exits, n, dim, complete, extracted, resumed, skipped, secs)
+        _report_skipped(skipped, bad, names, out, store.problems)
+        damaged = sorted(set(store.damaged))
+        _report_damaged(damaged, names, out)
+        return ExtractResult(
+            out, exits, n, dim, complete, extracted, resumed, skipped, secs,
+            damaged_rows=damaged, problems=dict(store.problems),
+        )  # fmt: skip
 
     # ---- distributed.  Every rank validates an existing store itself, so that a mismatch
     # raises on all ranks at once instead of leaving the others waiting at a barrier.
@@ -436,18 +479,47 @@ def _extract(
     if not overwrite:
         check_resumable(out, manifest, "features")
     part_root = out / f"partial-w{ctx.world}-{shard}"
+    # rank 0 holds the store's lock for the whole launch: no other run may write it meanwhile
+    out_lock = StoreLock(out).acquire() if ctx.rank == 0 else None
+    try:
+        return _extract_distributed(
+            model, meta, out, exits, rt, ctx, loop, manifest, part_root, overwrite, shard, desc
+        )
+    finally:
+        if out_lock is not None:
+            out_lock.release()
+
+
+def _extract_distributed(
+    model: VisionTransformer,
+    meta: IJBMeta,
+    out: Path,
+    exits: list[int],
+    rt: Runtime,
+    ctx: Dist,
+    loop: _Loop,
+    manifest: Manifest,
+    part_root: Path,
+    overwrite: bool,
+    shard: str,
+    desc: str,
+) -> ExtractResult:
+    n = len(meta)
+    dim = int(model.num_features)
+    names = meta.names
+    rows_all = np.arange(n, dtype=np.int64)
     if ctx.rank == 0:
         if overwrite:
             for old_part in out.glob("partial-w*"):
                 shutil.rmtree(old_part, ignore_errors=True)
-        final = FeatureStore.open(out, rows_all, manifest, overwrite, "features")
+        final = FeatureStore.open(out, rows_all, manifest, overwrite, "features", lock=False)
         final.save(names)
         final.close()
     ctx.barrier()
     final_manifest = Manifest.read(out) or manifest
-    done_final = FeatureStore(out, rows_all, final_manifest, fresh=False).done
-    pending = rows_all[~done_final]
-    mine = _shard(pending, ctx.rank, ctx.world, shard, batch_size)
+    pending = rows_all[~final_manifest.done_mask(n, out)]
+    checked = _preflight(meta, pending, loop, out)  # every rank: all raise together
+    mine = _shard(pending, ctx.rank, ctx.world, shard, loop.batch_size)
     part_dir = part_root / f"rank{ctx.rank}"
     part_manifest = dataclasses.replace(
         manifest,
@@ -474,10 +546,10 @@ def _extract(
     resumed = int(store.done.sum())
     if resumed:
         log.info("rank %d: resuming, %d of %d images done", ctx.rank, resumed, mine.size)
+    rank_loop = dataclasses.replace(loop, progress=loop.progress and ctx.rank == 0)
     extracted, bad, secs = _extract_store(
-        model, store, meta, exits, rt, progress=progress and ctx.rank == 0,
-        desc=f"{desc} (rank 0 of {ctx.world})", **loop  # type: ignore[arg-type]
-    )  # fmt: skip
+        model, store, meta, exits, rt, rank_loop, f"{desc} (rank 0 of {ctx.world})", checked
+    )
     if bad:
         log.warning("rank %d: skipped %d unreadable images", ctx.rank, bad)
     ctx.barrier()
@@ -487,11 +559,38 @@ def _extract(
     fin = Manifest.read(out) or manifest
     complete = bool(fin.complete)
     skipped = [int(r) for r in (fin.skipped or {}).get("rows", [])]
+    damaged = [int(r) for r in (fin.damaged_used or {}).get("rows", [])]
+    problems = {int(k): v for k, v in (fin.problems or {}).items()}
     if ctx.rank == 0:
-        _report_skipped(skipped, len(skipped), names, out)
+        _report_skipped(skipped, len(skipped), names, out, problems)
+        _report_damaged(damaged, names, out)
     return ExtractResult(
-        out, exits, n, dim, complete, extracted, resumed, skipped, secs, ctx.rank, ctx.world
-    )
+        out, exits, n, dim, complete, extracted, resumed, skipped, secs, ctx.rank, ctx.world,
+        damaged_rows=damaged, problems=problems,
+    )  # fmt: skip
+
+
+def _preflight(meta: IJBMeta, rows: npt.NDArray[np.int64], loop: _Loop, folder: Path) -> _Checked:
+    """Check ``rows`` before any compute; raise naming every unusable image unless
+    ``skip_bad`` (then they are to be skipped) or, for truncated files, ``use_damaged``.
+
+    Every rank of a torchrun launch runs it on all pending rows, so that all raise together.
+    """
+    crops = IJBCrops(meta=meta, indices=rows, normalize=False)
+    problems = crops.check() if rows.size else {}
+    usable: dict[int, str] = {}
+    if loop.use_damaged:
+        usable = {r: p for r, p in problems.items() if p.startswith(USABLE_DAMAGE)}
+        problems = {r: p for r, p in problems.items() if r not in usable}
+    if problems and not loop.skip_bad:
+        raise _bad_image_error(crops, problems, folder, before=True)
+    return _Checked(problems, usable)
+
+
+@dataclasses.dataclass
+class _Checked:
+    skip: dict[int, str]  # unusable rows to write as zeros (skip_bad)
+    damaged: dict[int, str]  # damaged rows to decode leniently (use_damaged)
 
 
 def _extract_store(
@@ -500,43 +599,60 @@ def _extract_store(
     meta: IJBMeta,
     exits: list[int],
     rt: Runtime,
-    *,
-    batch_size: int,
-    workers: int,
-    skip_bad: bool,
-    save_every: float,
-    progress: bool,
+    loop: _Loop,
     desc: str,
-    max_batches: int | None,
-    on_batch: Callable[[int], None] | None,
+    checked: _Checked,
 ) -> tuple[int, int, float]:
-    """Run the pending rows of ``store``; returns (images extracted, bad images, seconds)."""
+    """Run the pending rows of ``store`` (after the pre-flight ``checked``); returns
+    (images extracted, bad images, seconds)."""
     t0 = time.perf_counter()
-    pending = store.pending()
     extracted, bad = 0, 0
     try:
+        mine = set(store.pending().tolist())
+        skip = np.array(sorted(r for r in checked.skip if r in mine), dtype=np.int64)
+        store.write_zeros(skip, checked.skip)
+        bad = int(skip.size)
+        store.problems.update({r: p for r, p in checked.damaged.items() if r in mine})
+        pending = store.pending()
         if pending.size:
-            crops = IJBCrops(meta=meta, indices=pending, normalize=False, skip_bad=True)
-            extracted, bad = _run_loader(
-                model, store, crops, exits, rt, batch_size=batch_size, num_workers=workers,
-                skip_bad=skip_bad, save_every=save_every, show_progress=progress, desc=desc,
-                max_batches=max_batches, on_batch=on_batch, names=meta.names,
-            )  # fmt: skip
+            crops = IJBCrops(
+                meta=meta, indices=pending, normalize=False, skip_bad=True, lenient=loop.use_damaged
+            )
+            extracted, bad_run = _run_loader(model, store, crops, exits, rt, loop, desc, meta.names)
+            bad += bad_run
     finally:
+        store.save(meta.names)
         store.close()
     return extracted, bad, time.perf_counter() - t0
 
 
 def _report_skipped(
-    skipped: list[int], bad_now: int, names: npt.NDArray[np.str_], out: Path
+    skipped: list[int],
+    bad_now: int,
+    names: npt.NDArray[np.str_],
+    out: Path,
+    problems: Mapping[int, str] | None = None,
 ) -> None:
     if not skipped:
         return
-    shown = ", ".join(str(names[r]) for r in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    why = problems or {}
+    shown = ", ".join(
+        str(names[r]) + (f" ({why[r]})" if r in why else "") for r in skipped[:5]
+    ) + (", ..." if len(skipped) > 5 else "")
     log.warning(
         "skipped %d unreadable images (%d in this run), written as zero features and listed "
         "in %s: %s",
         len(skipped), bad_now, out / "manifest.json", shown,
+    )  # fmt: skip
+
+
+def _report_damaged(damaged: list[int], names: npt.NDArray[np.str_], out: Path) -> None:
+    if not damaged:
+        return
+    shown = ", ".join(str(names[r]) for r in damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+    log.warning(
+        "used %d damaged images as far as they decode (--use-damaged), listed in %s: %s",
+        len(damaged), out / "manifest.json", shown,
     )  # fmt: skip
 
 

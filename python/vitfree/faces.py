@@ -19,22 +19,31 @@ This is the one module of the package with torch ``Dataset`` s; the readers in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
-from vitfree.data.align import ALIGNED_SIZE, align_face
+from vitfree.data.align import ALIGNED_SIZE, align_face, landmark_problems
 from vitfree.data.ijb import IJBMeta, load_ijb_meta
+from vitfree.data.images import DamagedImageError, decode_image, probe_images
 from vitfree.errors import IJBFormatError, InputError
 from vitfree.runtime import worker_context
 
 __all__ = ["ArrayFaces", "FaceBatch", "IJBCrops", "face_batches"]
+
+
+class _RowError(IJBFormatError):
+    """An unusable IJB row; ``reason`` says why without the file name."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IJBCrops(Dataset):  # type: ignore[type-arg]
@@ -45,11 +54,17 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
     meta files (an ``int``). With ``normalize=True`` (default) both are float32 in [-1, 1],
     ``(x / 255 - 0.5) / 0.5``; otherwise uint8.
 
-    With ``skip_bad=True`` a missing or undecodable image gives zero tensors (the uint8 zero
-    image, normalised if asked) instead of an error, and each item becomes
-    ``(image, flipped, index, ok)`` with ``ok`` a bool, so that the caller learns about bad
-    images also from worker processes. The indices skipped in *this* process are also appended
-    to :attr:`skipped`.
+    Images are decoded strictly (:func:`vitfree.data.images.decode_image`): a missing, empty,
+    truncated or otherwise damaged file, or a landmark line that cannot give a face, is an
+    error naming the file and the meta line.  With ``lenient=True`` damaged files are decoded
+    as far as the decoder gets (what the community scripts do) and flagged.
+
+    With ``skip_bad=True`` an unusable image gives zero tensors (the uint8 zero image,
+    normalised if asked) instead of an error, and each item becomes
+    ``(image, flipped, index, status)`` with ``status`` 1 (ok), 0 (unusable, zeros) or 2
+    (damaged, used as decoded: ``lenient`` only), so that the caller learns about bad images
+    also from worker processes. The indices skipped in *this* process are also appended to
+    :attr:`skipped`.
 
     The object holds only numpy arrays and strings (no open files), so it pickles for
     DataLoader workers under any start method.
@@ -63,6 +78,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
         indices: only these rows (the returned ``index`` is still the meta row).
         normalize: return float32 ``(x/255-0.5)/0.5`` instead of uint8.
         skip_bad: substitute zeros for unreadable images instead of raising.
+        lenient: use damaged images as decoded (flagged with status 2) instead of refusing.
     """
 
     def __init__(
@@ -75,6 +91,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
         indices: npt.ArrayLike | None = None,
         normalize: bool = True,
         skip_bad: bool = False,
+        lenient: bool = False,
     ) -> None:
         if meta is None:
             if root is None:
@@ -92,6 +109,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
             self.indices = idx
         self.normalize = normalize
         self.skip_bad = skip_bad
+        self.lenient = lenient
         self.skipped: list[int] = []
 
     def __len__(self) -> int:
@@ -106,15 +124,54 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
 
         Raises:
             FileNotFoundError: the image file does not exist.
-            IJBFormatError: the file exists but OpenCV cannot decode it.
+            IJBFormatError: the file is damaged (not with ``lenient``) or cannot be decoded,
+                or the landmark line cannot give a face; file and meta row named.
         """
+        return self._load(row)[0]
+
+    def _load(self, row: int) -> tuple[npt.NDArray[np.uint8], bool]:
         path = self.path(row)
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"IJB image not found: {path} (meta row {row})")
-            raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row})")
-        return align_face(img.astype(np.uint8, copy=False), self.landmarks[row])
+        try:
+            img, damage = decode_image(path, lenient=self.lenient)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"IJB image not found: {path} (meta row {row})") from None
+        except DamagedImageError as e:
+            raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row}): {e}") from None
+        try:
+            face = align_face(img, self.landmarks[row])
+        except ValueError as e:
+            raise IJBFormatError(
+                f"IJB image {path} (meta row {row}, landmark line {row + 1}): {e}"
+            ) from None
+        return face, damage is not None
+
+    def check(self, rows: npt.ArrayLike | None = None) -> dict[int, str]:
+        """Pre-flight of meta rows (default: this dataset's): every problem found without
+        decoding, ``{row: problem}``.
+
+        Reads the head and tail of each file (:func:`vitfree.data.images.probe_images`:
+        missing, empty, truncated, not an image, pixel size) and checks each landmark line
+        against its image (:func:`vitfree.data.align.landmark_problems`).  Seconds for
+        IJB-C's 469k images, so a damaged data set is known before any compute.
+        """
+        idx = self.indices if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        probes = probe_images([self.path(int(r)) for r in idx])
+        problems = {int(r): pr.problem for r, pr in zip(idx, probes) if pr.problem}
+        widths = np.array([pr.width for pr in probes], dtype=np.int64)
+        heights = np.array([pr.height for pr in probes], dtype=np.int64)
+        for i, why in landmark_problems(self.landmarks[idx], widths, heights):
+            r = int(idx[i])
+            problems.setdefault(r, f"landmark line {r + 1}: {why}")
+        return dict(sorted(problems.items()))
+
+    def diagnose(self, row: int) -> str:
+        """Why meta row ``row`` cannot be used ("" if it can): for messages after a worker
+        reported a bad image."""
+        try:
+            self._load(row)
+        except (FileNotFoundError, IJBFormatError) as e:
+            return str(e)
+        return ""
 
     def _to_tensor(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
         chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
@@ -124,29 +181,30 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
 
     def __getitem__(
         self, i: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor, int, bool]:
+    ) -> tuple[torch.Tensor, torch.Tensor, int] | tuple[torch.Tensor, torch.Tensor, int, int]:
         row = int(self.indices[i])
-        ok = True
+        status = 1
         try:
-            rgb = self.load_aligned(row)
+            rgb, damaged = self._load(row)
+            status = 2 if damaged else 1
         except (FileNotFoundError, IJBFormatError):
             if not self.skip_bad:
                 raise
-            ok = False
+            status = 0
             self.skipped.append(row)
             rgb = np.zeros((ALIGNED_SIZE, ALIGNED_SIZE, 3), dtype=np.uint8)
         img = self._to_tensor(rgb)
         flipped = torch.flip(img, dims=(2,))
         if self.skip_bad:
-            return img, flipped, row, ok
+            return img, flipped, row, status
         return img, flipped, row
 
 
 class ArrayFaces(Dataset):  # type: ignore[type-arg]
     """Aligned faces held in memory: uint8 RGB ``(M, H, W, 3)``.
 
-    Items are ``(image, flipped, index, ok)`` like :class:`IJBCrops` with ``skip_bad``
-    (``ok`` is always True), uint8 CHW tensors.
+    Items are ``(image, flipped, index, status)`` like :class:`IJBCrops` with ``skip_bad``
+    (``status`` is always 1: ok), uint8 CHW tensors.
 
     Args:
         images: uint8 array (M, H, W, 3), RGB, aligned.
@@ -163,9 +221,9 @@ class ArrayFaces(Dataset):  # type: ignore[type-arg]
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
         img = torch.from_numpy(np.ascontiguousarray(self.images[i].transpose(2, 0, 1)))
-        return img, torch.flip(img, dims=(2,)), int(i), True
+        return img, torch.flip(img, dims=(2,)), int(i), 1
 
 
 @dataclass
@@ -176,13 +234,15 @@ class FaceBatch:
         images: (B, 3, H, W) uint8 RGB tensor.
         flipped: (B, 3, H, W) uint8, the horizontal mirrors.
         rows: (B,) int64 rows of the source (meta rows for IJB, indices for arrays).
-        ok: (B,) bool, False where an unreadable image was replaced by zeros.
+        ok: (B,) bool, False where an unusable image was replaced by zeros.
+        damaged: (B,) bool, True where a damaged image was used as decoded (``lenient``).
     """
 
     images: torch.Tensor
     flipped: torch.Tensor
     rows: npt.NDArray[np.int64]
     ok: npt.NDArray[np.bool_]
+    damaged: npt.NDArray[np.bool_] = dataclasses.field(default_factory=lambda: np.zeros(0, bool))
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
@@ -220,5 +280,5 @@ def face_batches(
     )
     for item in loader:
         img, flipped, rows_t = item[0], item[1], item[2]
-        ok = item[3].numpy().astype(bool) if len(item) > 3 else np.ones(len(rows_t), bool)
-        yield FaceBatch(img, flipped, rows_t.numpy().astype(np.int64), ok)
+        status = item[3].numpy() if len(item) > 3 else np.ones(len(rows_t), np.int64)
+        yield FaceBatch(img, flipped, rows_t.numpy().astype(np.int64), status != 0, status == 2)

@@ -48,6 +48,7 @@ __all__ = [
     "FeatureSet",
     "FeatureStore",
     "Manifest",
+    "StoreLock",
     "assemble",
     "exit_filename",
     "load_feature_sets",
@@ -120,7 +121,9 @@ class Manifest:
         costs (``{exit: ExitCost}``), skip_bad, rows_order, synthetic.
     Progress (written by extraction; ``done`` is None for stores not written that way):
         done ([[start, stop), ...] row ranges), n_done, complete, skipped
-        (``{"count", "rows", "files"}``).
+        (``{"count", "rows", "files"}``: unusable images, written as zeros), damaged_used
+        (the same for damaged images used as decoded), problems (``{row: what is wrong}``
+        for both).
     Anything else (a torchrun part's rank and shard, ``assembled_from``, notes) is kept in
     ``extra`` and written back unchanged.
     """
@@ -147,6 +150,8 @@ class Manifest:
     n_done: int | None = None
     complete: bool | None = None
     skipped: dict[str, Any] | None = None
+    damaged_used: dict[str, Any] | None = None
+    problems: dict[str, str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +192,10 @@ class Manifest:
     def write(self, folder: str | os.PathLike[str]) -> Path:
         """Write atomically into ``folder/manifest.json``."""
         return write_manifest(folder, self.to_dict())
+
+    def done_mask(self, n: int, where: str | os.PathLike[str] = "manifest") -> npt.NDArray[np.bool_]:
+        """(n,) bool: the rows recorded as done."""
+        return _done_mask(self.done or [], n, Path(where))
 
     def identity(self) -> dict[str, Any]:
         """The identity fields, as stored."""
@@ -252,6 +261,74 @@ def check_resumable(folder: str | os.PathLike[str], manifest: Manifest, what: st
 # --------------------------------------------------------------------------------------
 
 
+class StoreLock:
+    """An exclusive lock on a store folder while one process writes it (``.lock``, flock).
+
+    A second extraction into the same folder, resuming or with ``overwrite``, is refused
+    while the first runs, instead of wiping the files under it.  The operating system drops
+    the lock when the process ends, also after a kill, so a stale lock never blocks.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.path = Path(folder) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> StoreLock:
+        """Take the lock or raise :class:`StoreError` naming the process that holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StoreError(
+                f"another process (pid {holder}) is writing the feature store in "
+                f"{self.path.parent}; wait for it to finish, or use another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (idempotent)."""
+        if self._fd is not None:
+            import fcntl
+
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StoreLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _reserve(path: Path, folder: Path, needed_total: int) -> None:
+    """Allocate the blocks of a new memory-mapped file now, so that a full disk is an error
+    here and not a SIGBUS in the middle of an extraction."""
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        import errno
+
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return  # the file system cannot reserve: the free-space check before is all we have
+        free = shutil.disk_usage(folder).free
+        raise StoreError(
+            f"cannot reserve {size} bytes for {path} ({e.strerror or e}): the feature files in "
+            f"{folder} need {needed_total} bytes, {free} are free; free some space or use "
+            f"another output folder"
+        ) from None
+
+
 class FeatureStore:
     """``rows`` (sorted meta rows) -> per-exit memory-mapped files in ``folder``.
 
@@ -266,8 +343,10 @@ class FeatureStore:
         rows: npt.NDArray[np.int64],
         manifest: Manifest,
         fresh: bool,
+        lock: StoreLock | None = None,
     ) -> None:
         self.folder = folder
+        self.lock = lock
         self.rows = rows
         self.exits = list(manifest.exits)
         self.manifest = manifest
@@ -275,6 +354,21 @@ class FeatureStore:
         dim = int(manifest.dim or 0)
         mode = "w+" if fresh else "r+"
         self.files: dict[tuple[int, bool], np.memmap] = {}
+        needed = 2 * len(self.exits) * n * dim * 4
+        if fresh and n:
+            old = sum(
+                (folder / exit_filename(k, fl)).stat().st_size
+                for k in self.exits
+                for fl in (False, True)
+                if (folder / exit_filename(k, fl)).is_file()
+            )
+            free = shutil.disk_usage(folder).free + old
+            if needed > free:
+                raise StoreError(
+                    f"not enough space in {folder}: the feature files need {needed} bytes "
+                    f"({needed / 2**30:.2f} GiB), {free} are free; free some space or use "
+                    f"another output folder"
+                )
         for k in self.exits if n else []:  # an empty shard has no files (mmap needs >= 1 byte)
             for flip in (False, True):
                 p = folder / exit_filename(k, flip)
@@ -293,14 +387,25 @@ class FeatureStore:
                             f"(--overwrite) or another folder"
                         )
                 else:
-                    mm = np.lib.format.open_memmap(p, mode="w+", dtype=np.float32, shape=(n, dim))
+                    try:
+                        mm = np.lib.format.open_memmap(
+                            p, mode="w+", dtype=np.float32, shape=(n, dim)
+                        )
+                    except OSError as e:
+                        raise StoreError(f"cannot create {p}: {e.strerror or e}") from None
+                    _reserve(p, folder, needed)
                 self.files[(k, flip)] = mm
+        #: {row: what is wrong} of the skipped and the damaged-but-used images
+        self.problems: dict[int, str] = {}
         if fresh:
             self.done = np.zeros(n, dtype=bool)
             self.skipped: list[int] = []
+            self.damaged: list[int] = []
         else:
             self.done = _done_mask(manifest.done or [], n, folder)
             self.skipped = [int(r) for r in (manifest.skipped or {}).get("rows", [])]
+            self.damaged = [int(r) for r in (manifest.damaged_used or {}).get("rows", [])]
+            self.problems = {int(k): str(v) for k, v in (manifest.problems or {}).items()}
 
     @classmethod
     def open(
@@ -310,19 +415,45 @@ class FeatureStore:
         manifest: Manifest,
         overwrite: bool = False,
         what: str = "features",
+        *,
+        lock: bool = True,
     ) -> FeatureStore:
         """Resume the store in ``folder`` if it was written for ``manifest``'s identity, else
         start one (``overwrite=True`` always starts over).
 
         ``manifest`` describes the store (exits, dim, identity, costs, ...); progress and the
-        unknown fields of an existing manifest are carried over when resuming.
+        unknown fields of an existing manifest are carried over when resuming.  The store
+        holds a :class:`StoreLock` on the folder until :meth:`close` (``lock=False`` for a
+        caller that holds it already); new files have their disk space reserved.
 
         Raises:
-            StoreError: an existing store of other settings (which differ is said), or one
-                not written by extraction, or missing/damaged files.
+            StoreError: another process writes this store; an existing store of other
+                settings (which differ is said), or one not written by extraction, or
+                missing/damaged files; not enough disk space (bytes needed and free said).
         """
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the feature store folder {folder}: {e.strerror or e}") from None
+        held = StoreLock(folder).acquire() if lock else None
+        try:
+            return cls._open(folder, rows, manifest, overwrite, what, held)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+
+    @classmethod
+    def _open(
+        cls,
+        folder: Path,
+        rows: npt.NDArray[np.int64],
+        manifest: Manifest,
+        overwrite: bool,
+        what: str,
+        lock: StoreLock | None,
+    ) -> FeatureStore:
         old = None if overwrite else Manifest.read(folder)
         if old is not None:
             _check_resumable(folder, old, manifest, what)
@@ -330,9 +461,11 @@ class FeatureStore:
                 manifest,
                 done=old.done,
                 skipped=old.skipped,
+                damaged_used=old.damaged_used,
+                problems=old.problems,
                 extra={**old.extra, **manifest.extra},
             )
-        return cls(folder, rows, manifest, fresh=old is None)
+        return cls(folder, rows, manifest, fresh=old is None, lock=lock)
 
     def pending(self) -> npt.NDArray[np.int64]:
         """The rows not done yet."""
@@ -358,26 +491,57 @@ class FeatureStore:
             self.files[(k, True)][sl] = flips[k]
         self.done[pos] = True
 
+    def write_zeros(self, rows: npt.NDArray[np.int64], problems: Mapping[int, str]) -> None:
+        """Skip meta ``rows``: zero features, done, listed as skipped with their problems."""
+        if rows.size == 0:
+            return
+        pos = self.positions(rows)
+        for mm in self.files.values():
+            mm[pos] = 0.0
+        self.done[pos] = True
+        self.skipped.extend(int(r) for r in rows)
+        self.problems.update({int(r): problems[int(r)] for r in rows if int(r) in problems})
+
     def save(self, names: npt.NDArray[np.str_] | None = None) -> None:
-        """Flush the maps, then record the done ranges (this order makes 'done' trustworthy)."""
+        """Flush the maps, then record the done ranges (this order makes 'done' trustworthy).
+
+        Raises:
+            StoreError: the manifest cannot be written (disk full, permissions): the path
+                and the reason named; the previous manifest stays, so the store still
+                resumes from the last save.
+        """
         for mm in self.files.values():
             mm.flush()
         m = self.manifest
         m.done = _ranges(self.done)
         m.n_done = int(self.done.sum())
         m.complete = bool(self.done.all())
-        skipped = sorted(set(self.skipped))
-        rec: dict[str, Any] = {"count": len(skipped), "rows": skipped}
-        if names is not None:
-            rec["files"] = [str(names[r]) for r in skipped]
-        m.skipped = rec
-        m.write(self.folder)
+
+        def record(rows_in: list[int]) -> dict[str, Any]:
+            rows = sorted(set(rows_in))
+            rec: dict[str, Any] = {"count": len(rows), "rows": rows}
+            if names is not None:
+                rec["files"] = [str(names[r]) for r in rows]
+            return rec
+
+        m.skipped = record(self.skipped)
+        m.damaged_used = record(self.damaged) if self.damaged else None
+        m.problems = {str(k): v for k, v in sorted(self.problems.items())} or None
+        try:
+            m.write(self.folder)
+        except OSError as e:
+            raise StoreError(
+                f"cannot write {self.folder / 'manifest.json'}: {e.strerror or e}; the store "
+                f"resumes from its last saved state once the cause is fixed"
+            ) from None
 
     def close(self) -> None:
-        """Flush and release the memory maps."""
+        """Flush and release the memory maps, then the lock."""
         for mm in self.files.values():
             mm.flush()
         self.files.clear()
+        if self.lock is not None:
+            self.lock.release()
 
 
 def assemble(
@@ -398,6 +562,8 @@ def assemble(
     n = int(manifest.n_images or 0)
     done = _done_mask(manifest.done or [], n, out)
     skipped = {int(r) for r in (manifest.skipped or {}).get("rows", [])}
+    damaged = {int(r) for r in (manifest.damaged_used or {}).get("rows", [])}
+    problems = dict(manifest.problems or {})
     finals = {
         (k, flip): np.lib.format.open_memmap(out / exit_filename(k, flip), mode="r+")
         for k in manifest.exits
@@ -421,6 +587,8 @@ def assemble(
                 mm[rows[pos]] = part[pos]
         done[rows[take]] = True
         skipped.update(int(x) for x in (pm.skipped or {}).get("rows", []))
+        damaged.update(int(x) for x in (pm.damaged_used or {}).get("rows", []))
+        problems.update(pm.problems or {})
     for mm in finals.values():
         mm.flush()
     del finals
@@ -432,6 +600,13 @@ def assemble(
         "rows": sorted(skipped),
         "files": [str(names[r]) for r in sorted(skipped)],
     }
+    if damaged:
+        manifest.damaged_used = {
+            "count": len(damaged),
+            "rows": sorted(damaged),
+            "files": [str(names[r]) for r in sorted(damaged)],
+        }
+    manifest.problems = dict(sorted(problems.items(), key=lambda kv: int(kv[0]))) or None
     manifest.extra["assembled_from"] = {"world_size": world, "folder": part_root.name}
     manifest.write(out)
     if all_parts_complete:

@@ -12,7 +12,17 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ALIGNED_SIZE", "ARCFACE_TEMPLATE", "align_face", "estimate_similarity"]
+__all__ = [
+    "ALIGNED_SIZE",
+    "ARCFACE_TEMPLATE",
+    "MIN_INSIDE",
+    "align_face",
+    "estimate_similarity",
+    "landmark_problems",
+]
+
+#: Least fraction of the aligned crop that must come from inside the image.
+MIN_INSIDE = 0.5
 
 #: Side of the aligned face in pixels.
 ALIGNED_SIZE: int = 112
@@ -146,3 +156,89 @@ def align_face(
     warped = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)
     rgb = cv2.cvtColor(warped, cv2.COLOR_BGR2RGB)
     return rgb.astype(np.uint8, copy=False)
+
+
+def landmark_problems(
+    landmarks: npt.ArrayLike,
+    widths: npt.ArrayLike | None = None,
+    heights: npt.ArrayLike | None = None,
+    *,
+    min_inside: float = MIN_INSIDE,
+    template: npt.ArrayLike = ARCFACE_TEMPLATE,
+    size: int = ALIGNED_SIZE,
+) -> list[tuple[int, str]]:
+    """Which 5-point landmark rows cannot give a usable aligned face, and why (vectorised).
+
+    A row is refused when its points are not finite, coincide (all within 1 px), or are
+    (nearly) collinear (the mouth lies within 1 px of the eye line: no similarity transform
+    is defined), or, when the image size is known, when less than ``min_inside`` of the
+    aligned crop would come from inside the image (e.g. landmarks near x=5000 on a 300 px
+    crop give a black face).  The transform is the least-squares similarity of
+    :func:`estimate_similarity`, in closed form for all rows at once (fast for IJB-C's 469k
+    lines).
+
+    Args:
+        landmarks: (N, 5, 2) or (N, 10) points (x, y) in image pixels.
+        widths, heights: (N,) image sizes in pixels; 0 = unknown (the inside test is skipped).
+        min_inside: least fraction of the crop inside the image.
+        template, size: the alignment target (as :func:`align_face`).
+
+    Returns:
+        ``[(row, problem), ...]`` in row order; empty when every row is usable.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 5, 2)
+    n = pts.shape[0]
+    out: dict[int, str] = {}
+    finite = np.asarray(np.isfinite(pts).all(axis=(1, 2)), dtype=bool)
+    for r in np.flatnonzero(~finite):
+        out[int(r)] = "landmarks contain NaN or infinite coordinates"
+    p = np.where(finite[:, None, None], pts, 0.0)
+    spread = np.ptp(p, axis=1).max(axis=1)
+    eye = p[:, 1] - p[:, 0]
+    eye_len = np.hypot(eye[:, 0], eye[:, 1])
+    mouth = 0.5 * (p[:, 3] + p[:, 4]) - 0.5 * (p[:, 0] + p[:, 1])
+    cross = np.abs(eye[:, 0] * mouth[:, 1] - eye[:, 1] * mouth[:, 0])
+    dist = np.divide(cross, eye_len, out=np.zeros(n), where=eye_len > 0)
+    for r in np.flatnonzero(finite & (spread < 1.0)):
+        out[int(r)] = "degenerate landmarks: the five points coincide"
+    for r in np.flatnonzero(finite & (spread >= 1.0) & ((eye_len < 1.0) | (dist < 1.0))):
+        out[int(r)] = "degenerate landmarks: the points are collinear (no face geometry)"
+    if widths is not None and heights is not None:
+        w = np.asarray(widths, dtype=np.float64).reshape(n)
+        h = np.asarray(heights, dtype=np.float64).reshape(n)
+        check = finite & (w > 0) & (h > 0) & ~np.isin(np.arange(n), list(out))
+        frac = np.ones(n)
+        idx = np.flatnonzero(check)
+        if idx.size:
+            frac[idx] = _inside_fraction(p[idx], w[idx], h[idx], np.asarray(template, np.float64), size)
+        for r in np.flatnonzero(check & (frac < min_inside)):
+            out[int(r)] = (
+                f"the aligned face lies mostly outside the image ({frac[r]:.0%} of the crop "
+                f"inside a {int(w[r])}x{int(h[r])} image)"
+            )
+    return sorted(out.items())
+
+
+def _inside_fraction(
+    src: np.ndarray, w: np.ndarray, h: np.ndarray, dst: np.ndarray, size: int
+) -> np.ndarray:
+    """Fraction of an 8x8 grid over each aligned crop that maps inside its image."""
+    grid = (np.arange(8) + 0.5) * size / 8
+    gu, gv = np.meshgrid(grid, grid)
+    out = np.empty(src.shape[0])
+    for s in range(0, src.shape[0], 65536):  # bounded memory on IJB-C
+        p = src[s : s + 65536]
+        pc = p - p.mean(axis=1, keepdims=True)
+        dc = dst - dst.mean(axis=0)
+        den = (pc**2).sum(axis=(1, 2))
+        a = (pc[..., 0] * dc[:, 0] + pc[..., 1] * dc[:, 1]).sum(axis=1) / den
+        b = (pc[..., 0] * dc[:, 1] - pc[..., 1] * dc[:, 0]).sum(axis=1) / den
+        # forward: d = [[a, -b], [b, a]] (x - mean_p) + mean_d; invert for the crop grid
+        det = a * a + b * b
+        du = gu.ravel()[None, :] - dst[:, 0].mean()
+        dv = gv.ravel()[None, :] - dst[:, 1].mean()
+        x = (a[:, None] * du + b[:, None] * dv) / det[:, None] + p[:, :, 0].mean(axis=1)[:, None]
+        y = (-b[:, None] * du + a[:, None] * dv) / det[:, None] + p[:, :, 1].mean(axis=1)[:, None]
+        ws, hs = w[s : s + 65536, None], h[s : s + 65536, None]
+        out[s : s + 65536] = ((x >= 0) & (x < ws) & (y >= 0) & (y < hs)).mean(axis=1)
+    return out
