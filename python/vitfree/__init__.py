@@ -33,8 +33,11 @@ Evaluation from saved features (:mod:`vitfree.store`, :mod:`vitfree.evaluate`,
 
 from typing import Any
 
-from vitfree._core import __version__, get_num_threads, set_num_threads
+from vitfree._core import __version__
+from vitfree._threads import get_num_threads, sanitize_environment, set_num_threads
 from vitfree.errors import VitfreeError
+
+sanitize_environment()
 
 __all__ = [
     "VitfreeError",

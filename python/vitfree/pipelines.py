@@ -256,6 +256,7 @@ def evaluate_ijb(
     device: Any = "auto",
     amp: str | None = None,
     skip_bad: bool = False,
+    use_damaged: bool = False,
     overwrite: bool = False,
     shard: str = "contiguous",
     options: IJBOptions | None = None,
@@ -277,8 +278,9 @@ def evaluate_ijb(
             folder, or its meta folder.
         out: output folder: ``features/``, results.json, results.csv, plots.
         exits: 1-based exits; default :func:`default_exits` of the model's depth.
-        batch_size, num_workers, device, amp, skip_bad, overwrite, shard: as in
-            :func:`vitfree.extract.extract_ijb`.
+        batch_size, num_workers, device, amp, skip_bad, use_damaged, overwrite, shard: as in
+            :func:`vitfree.extract.extract_ijb`.  The images skipped or used damaged are
+            listed, with what is wrong, under ``info.bad_images`` in ``results.json``.
         options, one_n, plots, progress: as in :func:`evaluate_features`.
         speed: measure latency and throughput per exit (the "speed-up" column).
         model_path: the checkpoint file, recorded in the manifest and the report.
@@ -305,6 +307,7 @@ def evaluate_ijb(
         device=device,
         amp=amp,
         skip_bad=skip_bad,
+        use_damaged=use_damaged,
         model_path=model_path,
         overwrite=overwrite,
         shard=shard,
@@ -322,9 +325,20 @@ def evaluate_ijb(
     manifest.costs = _costs_with_speed(model, res.exits, speed, device, amp)
     manifest.write(feats_dir)
     sets = load_feature_sets(feats_dir, exits=res.exits)
+    names = _image_names(manifest)
+    bad_images = [
+        {
+            "row": r,
+            "file": names.get(r, ""),
+            "problem": res.problems.get(r, ""),
+            "action": "skipped (zero features)" if r in set(res.skipped_rows) else "used as decoded",
+        }
+        for r in sorted(set(res.skipped_rows) | set(res.damaged_rows))
+    ]
     model_title, info = _model_info(
         model, model_path, device, amp,
         features=str(feats_dir), exits=res.exits, skipped_images=len(res.skipped_rows),
+        damaged_images_used=len(res.damaged_rows), bad_images=bad_images,
     )  # fmt: skip
     return _evaluate_ijb_sets(
         sets,
@@ -338,6 +352,15 @@ def evaluate_ijb(
         info=info,
         progress=progress,
     )
+
+
+def _image_names(manifest: Manifest) -> dict[int, str]:
+    """File names of the skipped / damaged rows, as the manifest lists them."""
+    out: dict[int, str] = {}
+    for rec in (manifest.skipped, manifest.damaged_used):
+        for r, f in zip((rec or {}).get("rows", []), (rec or {}).get("files", [])):
+            out[int(r)] = str(f)
+    return out
 
 
 def evaluate_pairset(

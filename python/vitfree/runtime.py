@@ -50,12 +50,22 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """
     if device is None or (isinstance(device, str) and device == "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"unknown device {device!r}: use cpu, cuda, cuda:N or auto") from e
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {str(dev)!r} is not supported: use cpu, cuda, cuda:N or auto")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {str(dev)!r} asked for, but CUDA is not available here")
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        elif dev.index >= torch.cuda.device_count():
+            raise InputError(
+                f"device {str(dev)!r} asked for, but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
     return dev
 
 

@@ -15,7 +15,9 @@ rank 0 assembles the features and evaluates.
 
 Every command prints the per-exit table and writes ``OUT/results.json``, ``OUT/results.csv``
 and PNG plots.  Errors about the inputs (:class:`vitfree.errors.VitfreeError`, a missing
-file) print one line and exit with status 2; anything else is a bug and keeps its traceback.
+file, an operating-system error such as a full disk) print one line and exit with status 2;
+anything else is a bug and keeps its traceback.  Threads, device, precision and ``--out`` are
+checked before any file is read.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import vitfree
 from vitfree._logging import set_verbosity
 from vitfree.cli import demo as demo_cmd
 from vitfree.cli import eval as eval_cmd
-from vitfree.errors import VitfreeError
+from vitfree.errors import InputError, VitfreeError
 from vitfree.pipelines import default_exits
 
 __all__ = ["build_parser", "default_exits", "main"]
@@ -48,16 +51,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _check_out(out: Path) -> None:
+    """The output folder exists or can be made, and can be written: checked before any work."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".vitfree-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"--out {out} cannot be written: {e.strerror or e}") from None
+
+
+def _check_early(args: argparse.Namespace) -> None:
+    """What can be checked before any file is read: threads, device and precision, --out."""
     if getattr(args, "threads", 0):
         vitfree.set_num_threads(args.threads)
+    if getattr(args, "device", None) is not None:
+        from vitfree.runtime import runtime
+
+        runtime(args.device, getattr(args, "amp", None))
+    if getattr(args, "out", None) is not None:
+        _check_out(Path(args.out))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 interrupted).
+
+    Bad input (a :class:`vitfree.errors.VitfreeError`) and operating-system errors (a missing
+    file, a permission, a full disk) print one line; anything else keeps its traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     set_verbosity(logging.INFO)
     try:
+        _check_early(args)
         return int(args.func(args))
-    except (VitfreeError, FileNotFoundError) as exc:
+    except (VitfreeError, OSError) as exc:
         print(f"vitfree: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

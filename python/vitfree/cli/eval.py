@@ -79,8 +79,15 @@ def _add_model_eval_parsers(evsub: Any) -> None:
         g.add_argument(
             "--skip-bad",
             action="store_true",
-            help="write zero features for missing or undecodable images, count and list them in the manifest "
-            "(default: stop with an error naming the file)",
+            help="write zero features for images that cannot be used (missing, empty, damaged, landmark lines "
+            "that give no face) and list them, with what is wrong, in the manifest and results.json "
+            "(default: stop with an error naming every one, before extraction where a pre-flight pass finds them)",
+        )
+        g.add_argument(
+            "--use-damaged",
+            action="store_true",
+            help="use truncated or damaged image files as far as they decode, as the community scripts do, and "
+            "list them in the manifest and results.json (default: refuse them)",
         )
         g.add_argument(
             "--overwrite",
@@ -169,6 +176,7 @@ def cmd_eval_ijb(args: argparse.Namespace) -> int:
         device=args.device,
         amp=args.amp,
         skip_bad=args.skip_bad,
+        use_damaged=args.use_damaged,
         overwrite=args.overwrite,
         shard=args.shard,
         options=ijb_options(args),

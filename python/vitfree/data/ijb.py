@@ -130,6 +130,10 @@ def _read_bytes(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path} (looked in {path.parent})") from None
+    except IsADirectoryError:
+        raise IJBFormatError(f"{what} {path} is a folder, not a file") from None
+    except OSError as e:
+        raise IJBFormatError(f"cannot read {what} {path}: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------------------------
