@@ -139,7 +139,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
             raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row}): {e}") from None
         try:
             face = align_face(img, self.landmarks[row])
-        except ValueError as e:
+        except Exception as e:  # noqa: BLE001 - ValueError for landmarks, cv2.error for odd images
             raise IJBFormatError(
                 f"IJB image {path} (meta row {row}, landmark line {row + 1}): {e}"
             ) from None
