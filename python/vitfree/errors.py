@@ -13,6 +13,7 @@ Hierarchy::
     │   └── BinFormatError                  LFW-style .bin sets and pair lists
     ├── CheckpointError (ValueError)        checkpoint / exit-head file unreadable or not fitting
     ├── StoreError (ValueError)             a feature store that cannot be resumed or read
+    ├── NonFiniteFeaturesError (ValueError) a model gave NaN/inf features (the image and exit named)
     ├── InputError (ValueError)             a value vitfree cannot use: an exit out of range,
     │                                       lengths that do not match, NaN features, a model
     │                                       not built for 112x112 faces, --amp without CUDA
@@ -33,6 +34,7 @@ __all__ = [
     "IJBFormatError",
     "InputError",
     "InputTypeError",
+    "NonFiniteFeaturesError",
     "StoreError",
     "VitfreeError",
 ]
@@ -68,3 +70,8 @@ class InputError(VitfreeError, ValueError):
 
 class InputTypeError(VitfreeError, TypeError):
     """An argument of the wrong type or dtype (the argument and what it must be named)."""
+
+
+class NonFiniteFeaturesError(VitfreeError, ValueError):
+    """A model produced NaN or infinite features (a NaN in an image, an overflow under
+    fp16); the image and the exit are named, and nothing of that batch is stored."""

@@ -240,8 +240,11 @@ def _run_loader(
     batches_iter: Generator[FaceBatch, None, None] = face_batches(
         crops, loop.batch_size, num_workers=loop.workers, pin_memory=rt.device.type == "cuda"
     )
+    waited = model_s = 0.0
+    t_wait = time.perf_counter()
     try:
         for batch in batches_iter:
+            waited += time.perf_counter() - t_wait
             rows, ok = batch.rows, batch.ok
             if not ok.all():
                 bad = rows[~ok]
@@ -257,7 +260,11 @@ def _run_loader(
                     store.damaged.append(int(r))
                     store.problems.setdefault(int(r), "damaged image, used as decoded")
             b = len(batch)
-            embs = embed_batch(model, batch, exits, rt)
+            t_model = time.perf_counter()
+            embs = embed_batch(
+                model, batch, exits, rt, lambda r: f"IJB image {crops.path(r)} (meta row {r})"
+            )
+            model_s += time.perf_counter() - t_model
             feats: dict[int, npt.NDArray[np.float32]] = {}
             flips: dict[int, npt.NDArray[np.float32]] = {}
             for k in exits:
@@ -279,8 +286,18 @@ def _run_loader(
                 last_save = time.monotonic()
             if loop.max_batches is not None and batches >= loop.max_batches:
                 break
+            t_wait = time.perf_counter()
     finally:
         bar.close()
+        if extracted:
+            # which stage bounds the run: the model, or decoding + alignment in the workers
+            log.info(
+                "%d images: the model ran at %.1f images/s of its own time (%.1f s); it waited "
+                "%.1f s for decoding and alignment (%d workers)%s",
+                extracted, extracted / max(model_s, 1e-9), model_s, waited, loop.workers,
+                " - the workers bound this run: give it more CPUs (--workers)"
+                if waited > model_s else "",
+            )  # fmt: skip
         batches_iter.close()  # shut the DataLoader workers down now, also after an error
         store.save(names)  # whatever is done stays done, also after an error or Ctrl-C
     return extracted, bad_now
@@ -708,7 +725,7 @@ def extract_bin(
     bar = tqdm(total=m, desc=f"{Path(src).name}", unit="img", disable=not progress)
     with bar:
         for batch in face_batches(faces, batch_size):
-            embs = embed_batch(model, batch, wanted, rt)
+            embs = embed_batch(model, batch, wanted, rt, lambda r: f"image {r} of {Path(src).name}")
             s, b = int(batch.rows[0]), len(batch)
             for k in wanted:
                 out[k][s : s + b] = embs[k].feats + embs[k].flips  # emb(image) + emb(flip)

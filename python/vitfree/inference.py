@@ -16,14 +16,14 @@ device are the same everywhere:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from vitfree.errors import InputError, InputTypeError
+from vitfree.errors import InputError, InputTypeError, NonFiniteFeaturesError
 from vitfree.faces import FaceBatch
 from vitfree.models import VisionTransformer, preprocess
 from vitfree.runtime import Runtime
@@ -63,6 +63,7 @@ def embed_batch(
     batch: FaceBatch,
     exits: Sequence[int],
     rt: Runtime,
+    describe: Callable[[int], str] | None = None,
 ) -> dict[int, ExitFeatures]:
     """Features of ``batch`` (images and flips) at each of ``exits``, from one pass.
 
@@ -71,9 +72,14 @@ def embed_batch(
         batch: uint8 faces and their flips (:func:`vitfree.faces.face_batches`).
         exits: 1-based exits (resolved; see :func:`vitfree.models.resolve_exits`).
         rt: device and precision.
+        describe: names the face of a source row in an error (default: "row N").
 
     Returns:
         ``{exit: ExitFeatures}``, rows in batch order.
+
+    Raises:
+        NonFiniteFeaturesError: NaN or infinite features of a usable face (faces flagged
+            not ok are zeros and are not checked), naming the first face and exit.
     """
     b = len(batch)
     x = torch.cat([batch.images, batch.flipped]).to(rt.device, non_blocking=True)
@@ -83,5 +89,15 @@ def embed_batch(
     out = {}
     for k in exits:
         e = embs[k].float().cpu().numpy()
+        fin = np.isfinite(e).all(axis=1)
+        bad = ~(fin[:b] & fin[b:]) & batch.ok
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            what = describe(int(batch.rows[i])) if describe else f"row {int(batch.rows[i])}"
+            hint = " (an fp16 overflow? try --amp bf16 or fp32)" if rt.amp == "fp16" else ""
+            raise NonFiniteFeaturesError(
+                f"the model gave NaN or infinite features at exit {k} for {what}"
+                f" ({int(bad.sum())} faces of this batch){hint}"
+            )
         out[k] = ExitFeatures(e[:b], e[b:])
     return out

@@ -100,7 +100,7 @@ def _check_fars(fars: Sequence[float] | npt.ArrayLike) -> npt.NDArray[np.float64
         raise InputError(f"fars must be a non-empty 1-D sequence, got {fars!r}")
     bad = arr[~((arr > 0) & (arr < 1))]
     if bad.size:
-        raise InputError(f"FAR target {bad[0]!r} is outside (0, 1)")
+        raise InputError(f"FAR target {float(bad[0])} is outside (0, 1)")
     return np.ascontiguousarray(arr)
 
 
@@ -314,12 +314,12 @@ def kfold_accuracy(
     y = as_labels(issame, "issame", n=e1.shape[0])
     check_same_length(emb1=e1, issame=y)
     if not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
-        raise InputError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+        raise InputError(f"n_folds must be an integer >= 2, got {n_folds}")
     n = e1.shape[0]
     if n < n_folds:
         raise InputError(f"{n} pairs cannot be split into {n_folds} folds")
     if not (0.0 < far_target < 1.0):
-        raise InputError(f"far_target {far_target!r} is outside (0, 1)")
+        raise InputError(f"far_target {far_target} is outside (0, 1)")
     for name, emb in (("emb1", e1), ("emb2", e2)):
         if not np.isfinite(emb).all():
             raise InputError(f"{name} contains NaN or infinite values")

@@ -42,6 +42,7 @@ from vitfree.store import FeatureSet, Manifest, load_feature_sets, write_feature
 
 if TYPE_CHECKING:
     from vitfree.data.bins import PairSet
+    from vitfree.data.ijb import IJB1N, IJBMeta
     from vitfree.models import VisionTransformer
 
 __all__ = [
@@ -126,20 +127,12 @@ def _evaluate_ijb_sets(
     title: str,
     info: Mapping[str, Any],
     progress: bool,
+    loaded: tuple[IJBMeta, IJB1N | None] | None = None,
 ) -> Evaluation:
     """The IJB 1:1 (+ 1:N) protocols on feature sets, then results.json/csv and plots."""
-    from vitfree.data import load_ijb_1n, load_ijb_meta
     from vitfree.report import plot_ijb, save_ijb
 
-    t0 = time.perf_counter()
-    meta = load_ijb_meta(meta_root, dataset)
-    onen = None
-    if one_n:
-        try:
-            onen = load_ijb_1n(meta_root, dataset)
-        except FileNotFoundError as exc:
-            log.warning("note: skipping 1:N identification: %s (pass --no-1n to silence)", exc)
-    log.info("%r read in %.1f s", meta, time.perf_counter() - t0)
+    meta, onen = loaded if loaded is not None else _read_ijb(meta_root, dataset, one_n)
     steps = len(sets) * (2 if onen is not None else 1)
     step, bar = _progress(steps, "evaluating", progress)
     try:
@@ -162,6 +155,25 @@ def _evaluate_ijb_sets(
             ev.files += plot_ijb(results, out, title)
         log.info("wrote %s", ", ".join(str(p) for p in ev.files))
     return ev
+
+
+def _read_ijb(root: Any, dataset: str, one_n: bool) -> tuple[IJBMeta, IJB1N | None]:
+    """The 1:1 meta files and, with ``one_n``, the 1:N csvs, checked against each other."""
+    from vitfree.data import load_ijb_1n, load_ijb_meta
+    from vitfree.data.ijb import check_1n
+
+    t0 = time.perf_counter()
+    meta = load_ijb_meta(root, dataset)
+    onen = None
+    if one_n:
+        try:
+            onen = load_ijb_1n(root, dataset)
+        except FileNotFoundError as exc:
+            log.warning("note: skipping 1:N identification: %s (pass --no-1n to silence)", exc)
+        if onen is not None:
+            check_1n(onen, meta)
+    log.info("%r read in %.1f s", meta, time.perf_counter() - t0)
+    return meta, onen
 
 
 def evaluate_features(
@@ -296,10 +308,14 @@ def evaluate_ijb(
 
     wanted = list(exits) if exits is not None else default_exits(model.depth)
     feats_dir = Path(out) / "features"
+    # every meta file (pairs, 1:N csvs against face_tid_mid) is checked before extraction:
+    # a bad pair file must not cost an hour of features first
+    meta, onen = _read_ijb(root, dataset, one_n)
     res = extract_ijb(
         model,
         root,
         feats_dir,
+        meta=meta,
         dataset=dataset,
         exits=wanted,
         batch_size=batch_size,
@@ -351,6 +367,7 @@ def evaluate_ijb(
         title=f"{dataset}, {model_title}",
         info=info,
         progress=progress,
+        loaded=(meta, onen),
     )
 
 

@@ -747,7 +747,7 @@ def load_feature_sets(
                     f"no features for exits {missing} in {p} (looked for "
                     f"{', '.join(exit_filename(k) for k in missing)}; found exits {sorted(found)})"
                 )
-        wanted = sorted(found) if exits is None else list(exits)
+        wanted = sorted(found) if exits is None else list(dict.fromkeys(exits))  # each exit once
         if not wanted:
             raise FileNotFoundError(f"no exit_XX.npy feature files in {p}")
         costs = manifest.costs

@@ -79,7 +79,8 @@ def add_model_options(p: argparse.ArgumentParser, default_batch: int) -> None:
         default=None,
         help=(
             "exits to evaluate: block numbers, 1-based, comma-separated, negative from the end (write "
-            "--exits=-2,-1); default 1/3, 1/2, 2/3, 5/6 of the depth and the full model (4,6,8,10,12 for 12 blocks)"
+            "--exits=-2,-1); each block counts once (4,4,-1 on 12 blocks = 4,12); default 1/3, 1/2, 2/3, "
+            "5/6 of the depth and the full model (4,6,8,10,12 for 12 blocks)"
         ),
     )
     g.add_argument(

@@ -41,6 +41,7 @@ __all__ = [
     "IJB1N",
     "IJBFormatError",
     "IJBMeta",
+    "check_1n",
     "find_meta_dir",
     "load_ijb_1n",
     "load_ijb_meta",
@@ -608,6 +609,27 @@ class IJB1N:
     gallery2: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
     probes: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
     gallery_names: tuple[str, str] = ("G1", "G2")
+
+
+def check_1n(onen: IJB1N, meta: IJBMeta) -> None:
+    """Every template of the 1:N galleries and probes must have images in face_tid_mid.txt.
+
+    Run before extraction, so that a csv of another release fails in seconds, not after an
+    hour of features.
+
+    Raises:
+        IJBFormatError: names the set (G1/G2/probes), the count and the first missing ids.
+    """
+    known = np.unique(meta.templates)
+    sets = {onen.gallery_names[0]: onen.gallery1, onen.gallery_names[1]: onen.gallery2, "probe": onen.probes}
+    for name, (tids, _) in sets.items():
+        miss = _missing_ids(np.asarray(tids, dtype=np.int64), known)
+        if miss.size:
+            shown = ", ".join(str(int(t)) for t in miss[:10]) + (", ..." if miss.size > 10 else "")
+            raise IJBFormatError(
+                f"{meta.meta_dir}: {miss.size} {name} template ids of the 1:N csvs have no image in "
+                f"{meta.dataset.lower()}_face_tid_mid.txt: {shown} (are the csvs from another release?)"
+            )
 
 
 def load_ijb_1n(root: str | os.PathLike[str], dataset: str = "IJBC") -> IJB1N:

@@ -157,6 +157,12 @@ def resolve_exit(k: Any, depth: int) -> int:
 def resolve_exits(exits: Iterable[Any] | None, depth: int) -> list[int]:
     """1-based block indices of ``exits`` in the given order; ``None`` means every block.
 
+    Duplicates are kept here (``[3, 3]`` -> ``[3, 3]``); every consumer counts an exit once:
+    :meth:`VisionTransformer.forward_exits` returns one entry per distinct exit as given
+    (``[3, 3]`` -> ``{3: ...}``; ``[12, -1]`` of a 12-block model -> both keys, one block
+    run), and the command line and the pipelines evaluate each distinct block once
+    (``--exits 4,4,-1`` on 12 blocks = ``4,12``).
+
     Raises:
         TypeError: ``exits`` is not a sequence of integers.
         ValueError: an exit out of range (see :func:`resolve_exit`), or no exit at all.

@@ -396,7 +396,9 @@ class VisionTransformer(ViTBackbone):
                 ``"exit"``: exit-specific heads only (error if one is missing).
 
         Returns:
-            ``{k: (B, num_features) embedding}`` keyed by the exits as given.
+            ``{k: (B, num_features) embedding}`` keyed by the exits as given, one entry per
+            distinct value (``[3, 3]`` gives ``{3: ...}``; ``[12, -1]`` gives both keys, the
+            block computed once).
         """
         if (
             exits is not None
