@@ -11,7 +11,6 @@ import pytest
 import torch
 from ijb_fixtures import write_bin
 from model_fixtures import tiny_model
-
 from vitfree.cli import main
 from vitfree.data import load_bin
 from vitfree.errors import IJBFormatError, NonFiniteFeaturesError

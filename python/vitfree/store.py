@@ -573,14 +573,14 @@ def assemble(
     for r in range(world):
         d = part_root / f"rank{r}"
         pm = Manifest.read(d) or Manifest(exits=manifest.exits)
-        rows = np.load(d / "rows.npy")
+        rows = np.load(d / "rows.npy", allow_pickle=False)
         pdone = _done_mask(pm.done or [], rows.size, d)
         all_parts_complete &= bool(pdone.all())
         take = np.flatnonzero(pdone)
         if take.size == 0:
             continue
         for (k, flip), mm in finals.items():
-            part = np.load(d / exit_filename(k, flip), mmap_mode="r")
+            part = np.load(d / exit_filename(k, flip), mmap_mode="r", allow_pickle=False)
             # Copy in blocks of positions so that memory stays bounded on IJB-C.
             for s in range(0, take.size, 65536):
                 pos = take[s : s + 65536]

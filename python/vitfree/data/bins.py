@@ -6,8 +6,11 @@ is images 2i and 2i+1. Files written by Python 2 need ``pickle.load(f, encoding=
 Images are decoded with OpenCV (BGR) and returned RGB, in parallel threads (``cv2.imdecode``
 releases the GIL).
 
-Like every reader of this format, :func:`load_bin` unpickles the file: only open ``.bin`` files
-from sources you trust (a pickle can run code).
+The file is a pickle, and a pickle can run code; :func:`load_bin` reads it with a restricted
+unpickler (:mod:`vitfree.safe_pickle`) that builds only what these files hold: lists and
+tuples of byte strings, booleans and integers, and plain numpy arrays and scalars. A file that
+asks for anything else (``os.system``, any class or function) is refused with
+:class:`BinFormatError` before anything is called; no option turns this off.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy.typing as npt
 
 from vitfree.data.align import ALIGNED_SIZE
 from vitfree.errors import BinFormatError
+from vitfree.safe_pickle import BIN_GLOBALS, RefusedGlobal, restricted_loads
 
 __all__ = [
     "BinFormatError",
@@ -55,6 +59,13 @@ class PairSet:
 
     def __len__(self) -> int:
         return int(self.issame.shape[0])
+
+
+def _brief(x: Any, limit: int = 120) -> str:
+    """``repr``/``str`` of a value or error for a one-line message: one line, at most ``limit``."""
+    text = str(x) if isinstance(x, BaseException) else repr(x)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _to_bytes(b: Any, index: int, source: str) -> bytes:
@@ -100,7 +111,11 @@ def decode_images(
 
     def work(i: int) -> None:
         buf = np.frombuffer(blobs[i], dtype=np.uint8)
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+        try:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
+        except cv2.error as e:  # e.g. a header claiming more pixels than OpenCV allows
+            msg = " ".join(str(e).split())[-160:] or type(e).__name__
+            raise BinFormatError(f"{source}: cannot decode {label(i)} ({msg})") from None
         if img is None:
             raise BinFormatError(f"{source}: cannot decode {label(i)}")
         if img.shape[:2] != (size, size):
@@ -141,8 +156,13 @@ def load_bin(
     Returns:
         :class:`PairSet` with images (2N, size, size, 3) uint8 RGB and issame (N,) bool.
 
+    The pickle is read with a restricted unpickler (:mod:`vitfree.safe_pickle`): it builds
+    lists/tuples of byte strings, booleans and integers and plain numpy arrays, and refuses any
+    other class or function the file names before calling it. No option turns this off.
+
     Raises:
-        FileNotFoundError; BinFormatError for a corrupt pickle, a pickle that is not
+        FileNotFoundError; BinFormatError for a pickle that asks for anything else ("refusing
+        to load ...: it asks for os.system"), a corrupt pickle, a pickle that is not
         ``(bins, issame_list)``, an odd image count, ``len(issame) != len(bins) // 2``,
         issame values other than booleans/0/1, or an undecodable image (its index named).
     """
@@ -152,15 +172,23 @@ def load_bin(
         raise FileNotFoundError(f".bin file not found: {p}")
     obj: Any = None
     errors: list[str] = []
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise BinFormatError(f"{src}: cannot read it ({e.strerror or e})") from None
     # encoding="bytes" is what insightface uses for Python-2 pickles (str -> bytes); some
     # Python-2 pickles hold numpy arrays, which need encoding="latin1".
     for enc in ("bytes", "latin1"):
         try:
-            with open(p, "rb") as f:
-                obj = pickle.load(f, encoding=enc)
+            obj = restricted_loads(data, BIN_GLOBALS, encoding=enc)
             break
+        except RefusedGlobal as e:
+            raise BinFormatError(
+                f"refusing to load {src}: it asks for {e.qualname}; "
+                f"a .bin holds only images and flags"
+            ) from None
         except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            errors.append(f"{type(e).__name__}: {e}")
+            errors.append(f"{type(e).__name__}: {_brief(e)}")
     else:
         raise BinFormatError(f"{src}: not a readable pickle ({errors[0]})")
     if not isinstance(obj, (tuple, list)) or len(obj) != 2:
@@ -187,7 +215,7 @@ def load_bin(
         ):
             issame[i] = bool(v)
         else:
-            raise BinFormatError(f"{src}: issame_list[{i}] = {v!r} is not a boolean")
+            raise BinFormatError(f"{src}: issame_list[{i}] = {_brief(v)} is not a boolean")
     blobs = [_to_bytes(b, i, src) for i, b in enumerate(bins)]
     images = decode_images(blobs, size=size, resize=resize, num_threads=num_threads, source=src)
     return PairSet(images=images, issame=issame, source=src)

@@ -22,6 +22,7 @@ from vitfree.errors import CheckpointError
 from vitfree.models.files import (
     PathLike,
     _looks_like,
+    check_tensor_kinds,
     describe_mismatch,
     read_exit_heads,
     read_state_dict,
@@ -125,12 +126,17 @@ def load(
     Raises:
         CheckpointError: not a face ViT (the message says what it looks like), or its tensors
             do not fit ``arch``; the message lists missing, unexpected and mis-shaped keys.
+            Also an empty or unreadable file, one that is not a PyTorch or safetensors
+            checkpoint, or one whose weights are not floating point (int64, complex: the
+            dtype and the first such key named).
     """
     sd = read_state_dict(path)
     heads: dict[int, dict[str, Tensor]] = {}
     name: str | None
     for key in [k for k in sd if k.startswith("exit_heads.")]:
         k, _, param = key[len("exit_heads.") :].partition(".")
+        if not k.lstrip("-").isdigit() or not param:
+            raise CheckpointError(f"{path}: key {key!r} is not exit_heads.<exit>.<name>")
         heads.setdefault(int(k), {})[param] = sd.pop(key)
     if arch is None:
         cfg, name = infer_config(sd)
@@ -159,6 +165,9 @@ def load(
             except CheckpointError:
                 pass
         raise CheckpointError(f"{path} does not fit {label} ({cfg.describe()}):\n{problem}{hint}")
+    check_tensor_kinds(sd, model.state_dict(), path)
+    for exit_k, head in heads.items():
+        check_tensor_kinds(head, None, path, prefix=f"exit_heads.{exit_k}.")
     sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     model.arch = name

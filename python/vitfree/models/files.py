@@ -43,6 +43,7 @@ from vitfree.models.heads import Head, HeadSpec
 
 __all__ = [
     "EXIT_HEADS_FORMAT",
+    "check_tensor_kinds",
     "describe_mismatch",
     "read_exit_head_specs",
     "read_exit_heads",
@@ -63,36 +64,116 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 # --------------------------------------------------------------------------------------
 
 
+# torch.save's legacy (non-zip) format starts with a pickle of its magic number
+# 0x1950a86a20f9469cfc6c: LONG1 at protocols 2-5, a text LONG at 0 and 1.
+_LEGACY_TORCH_MAGIC = (
+    b"\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19",
+    b"L119547037146038801333356L\n",
+)
+
+
+def _kind_of(head: bytes) -> str | None:
+    """What the first bytes of a file say it is: "torch", "safetensors", "pickle" or None.
+
+    "torch" covers every format ``torch.load`` reads: the zip archive (torch >= 1.6, also
+    TorchScript), the legacy pickle stream (it starts with the magic number) and the tar
+    archive of torch < 0.4.  Anything else ``torch.load`` refuses anyway, so vitfree does not
+    hand it to torch's unpickler at all.
+    """
+    if head.startswith(b"PK\x03\x04") or any(m in head[:32] for m in _LEGACY_TORCH_MAGIC):
+        return "torch"
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return "torch"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 28:
+        return "safetensors"  # an 8-byte header length, then the JSON header
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"  # a plain pickle (pickle.dump), not torch.save
+    return None
+
+
+def _brief_error(e: BaseException) -> str:
+    """One line from an exception of torch or safetensors (their messages run to paragraphs)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"WeightsUnpickler error:\s*(.*)", text, re.S)
+    if m:
+        text = m.group(1)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if len(line) > 200:
+        line = line[:197] + "..."
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+def _refused_global(e: BaseException) -> str | None:
+    """The global that torch's weights_only unpickler refused, if that is what ``e`` says."""
+    m = re.search(
+        r"(?:Unsupported global: GLOBAL|unsupported GLOBAL|Unsupported class)\s+(\S+?)[.,]?(?:\s|$)",
+        str(e),
+    )
+    return m.group(1) if m else None
+
+
 def _read_file(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"no such checkpoint: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         raise CheckpointError(
             f"{path} is an ONNX model; vitfree.models.load needs PyTorch weights "
             f"(.pt/.pth state_dict or .safetensors)"
         )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a PyTorch or safetensors checkpoint")
+    kind = _kind_of(head)
     if suffix == ".safetensors":
-        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
-        except SafetensorError as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+        except Exception as e:  # noqa: BLE001 - any failure here means an unreadable file
+            hint = "; it looks like a torch.save() file: name it .pt" if kind == "torch" else ""
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file{hint} ({_brief_error(e)})"
+            ) from None
+    if kind == "safetensors":
+        raise CheckpointError(f"{path} looks like a safetensors file: name it .safetensors")
+    if kind != "torch":
+        if kind == "pickle":
+            what = (
+                "it is a plain Python pickle, not a torch.save() file; vitfree does not unpickle it"
+            )
+        else:
+            what = f"it starts with {head[:8]!r}"
+        expected = "" if suffix in _TORCH_SUFFIXES else " (.pt/.pth/.bin/.ckpt)"
+        raise CheckpointError(
+            f"{path} is not a PyTorch or safetensors checkpoint ({what}); expected a "
+            f"torch.save() state_dict{expected} or a .safetensors file"
+        )
     try:
+        # weights_only=True: torch's restricted unpickler builds tensors and plain containers
+        # only, and refuses every other global before calling it.
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except MemoryError:
         raise CheckpointError(
-            f"{path} holds pickled Python objects beyond tensors (e.g. a whole nn.Module from "
-            f"torch.save(model)); vitfree loads state_dicts only, with weights_only=True. "
-            f"Re-save it with torch.save(model.state_dict(), path). Detail: {e}"
+            f"{path}: out of memory reading it ({path.stat().st_size} bytes)"
         ) from None
-    except RuntimeError as e:
-        if suffix in _TORCH_SUFFIXES:
-            raise CheckpointError(f"{path} is not a readable PyTorch file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        refused = _refused_global(e) if isinstance(e, pickle.UnpicklingError) else None
+        if refused is not None:
+            raise CheckpointError(
+                f"{path} holds pickled Python objects beyond tensors (it asks for {refused}; "
+                f"e.g. a whole nn.Module from torch.save(model)); vitfree loads state_dicts "
+                f"only, with weights_only=True. Re-save it with "
+                f"torch.save(model.state_dict(), path)"
+            ) from None
         raise CheckpointError(
-            f"{path}: unknown format (expected .pt/.pth/.bin/.ckpt or .safetensors): {e}"
+            f"{path} is not a readable PyTorch file (truncated or corrupt?): {_brief_error(e)}"
         ) from None
 
 
@@ -119,6 +200,45 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
             f"expected a plain state_dict or {{'state_dict': ...}}"
         )
     return {str(k): v for k, v in tensors.items()}
+
+
+def check_tensor_kinds(
+    sd: Mapping[str, Tensor],
+    want: Mapping[str, Tensor] | None,
+    path: PathLike,
+    *,
+    prefix: str = "",
+) -> None:
+    """Raise :class:`CheckpointError` unless the weights of ``sd`` are dense floating point.
+
+    With ``want`` (the model's state_dict), every tensor that is floating point there must be
+    floating point (any width) in ``sd``; without it, every tensor but BatchNorm's
+    ``num_batches_tracked`` counters.  Sparse or other non-strided tensors are refused too.
+    The message names the dtype (or layout) and the first offending key.
+    """
+    bad: list[str] = []
+    for k, v in sd.items():
+        if not isinstance(v, Tensor):
+            raise CheckpointError(f"{path}: {prefix}{k} is a {type(v).__name__}, not a tensor")
+        if v.layout != torch.strided:
+            raise CheckpointError(
+                f"{path}: {prefix}{k} is a {str(v.layout).replace('torch.', '')} tensor; "
+                f"vitfree loads dense tensors only"
+            )
+        if want is not None:
+            needs_float = k in want and want[k].is_floating_point()
+        else:
+            needs_float = not k.endswith("num_batches_tracked")
+        if needs_float and not v.is_floating_point():
+            bad.append(k)
+    if bad:
+        first = bad[0]
+        dt = str(sd[first].dtype).replace("torch.", "")
+        more = f" ({len(bad)} tensors are not floating point)" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{path}: tensor {prefix}{first} has dtype {dt}, but the model needs floating-point "
+            f"weights{more}; re-save the checkpoint with float32, float16 or bfloat16 weights"
+        )
 
 
 def _all_tensors(obj: Mapping[Any, Any]) -> bool:
@@ -150,7 +270,6 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
             f"load it with model.load_exit_heads(path)"
         )
     return _strip_prefixes(_unwrap(obj, p))
-
 
 
 def _looks_like(sd: Mapping[str, Tensor]) -> str:
@@ -290,11 +409,13 @@ def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
         for k, sd in obj["exits"].items():
             if not isinstance(sd, Mapping):
                 raise CheckpointError(f"{p}: exits[{k!r}] is not a state_dict")
-            sds[_exit_key(k, p)] = _strip_prefixes(dict(sd))
+            sds[_exit_key(k, p)] = _strip_prefixes({str(n): t for n, t in sd.items()})
         if not sds:
             raise CheckpointError(f"{p} holds no exit heads")
         kinds = obj.get("kinds") or {}
         options = obj.get("options") or {}
+        if not isinstance(kinds, Mapping) or not isinstance(options, Mapping):
+            raise CheckpointError(f"{p}: the recorded head kinds or options are malformed")
     else:
         sd = _strip_prefixes(_unwrap(obj, p))
         sds = {}
@@ -310,6 +431,7 @@ def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
             kinds, options = _safetensors_head_metadata(p)
     specs = {}
     for k, sd in sds.items():
+        check_tensor_kinds(sd, None, p, prefix=f"exits.{k}.")
         kind = kinds.get(k, kinds.get(str(k), "copy"))
         opts = options.get(k, options.get(str(k), {}))
         if not isinstance(kind, str) or not isinstance(opts, Mapping):
