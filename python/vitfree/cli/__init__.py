@@ -7,8 +7,10 @@
     vitfree eval bin lfw.bin ... --model CKPT [--out OUT]  LFW-style .bin sets at every exit
     vitfree eval pairs LIST ... --model CKPT [--out OUT]   a pairs list of one's own aligned faces
     vitfree demo [--out OUT]                             the same on generated (synthetic) data
+    vitfree synth faces|ijbc|bin|pairs --out DIR         SYNTHETIC faces in the real formats
 
-One module per command group: :mod:`vitfree.cli.eval` (``eval ...``), :mod:`vitfree.cli.demo`;
+One module per command group: :mod:`vitfree.cli.eval` (``eval ...``), :mod:`vitfree.cli.demo`,
+:mod:`vitfree.cli.synth`;
 the options they share are in :mod:`vitfree.cli.options`.  Extraction runs under
 ``torchrun --nproc_per_node N -m vitfree eval ijbc ...`` too: every rank extracts a shard,
 rank 0 assembles the features and evaluates.
@@ -32,6 +34,7 @@ import vitfree
 from vitfree._logging import set_verbosity
 from vitfree.cli import demo as demo_cmd
 from vitfree.cli import eval as eval_cmd
+from vitfree.cli import synth as synth_cmd
 from vitfree.errors import InputError, VitfreeError
 from vitfree.pipelines import default_exits
 
@@ -48,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     eval_cmd.add_parsers(sub)
     demo_cmd.add_parser(sub)
+    synth_cmd.add_parser(sub)
     return parser
 
 
