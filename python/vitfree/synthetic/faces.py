@@ -107,8 +107,8 @@ def identity(seed: int, i: int) -> Identity:
         brow_tilt=n(0.0, 0.15),
         brow_color=tuple(float(c * r.uniform(0.6, 1.0)) for c in hair),  # type: ignore[arg-type]
         nose_y=n(0.39, 0.009),  # the tip lands 0.41 below the eyes, as in the template
-        nose=(n(0.11, 0.015), n(0.2, 0.006), n(0.16, 0.03)),
-        nose_out=n(0.84, 0.03),
+        nose=(n(0.11, 0.015), n(0.2, 0.006), n(0.22, 0.03)),
+        nose_out=n(0.93, 0.03),
         mouth_y=n(0.715, 0.009),
         mouth_w=n(0.3, 0.009),
         lip=n(0.04, 0.01),
