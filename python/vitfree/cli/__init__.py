@@ -8,6 +8,7 @@
     vitfree eval pairs LIST ... --model CKPT [--out OUT]   a pairs list of one's own aligned faces
     vitfree demo [--out OUT]                             the same on generated (synthetic) data
     vitfree synth faces|ijbc|bin|pairs --out DIR         SYNTHETIC faces in the real formats
+    vitfree train --out DIR [--data synth|FOLDER]         a face ViT with a margin loss
 
 One module per command group: :mod:`vitfree.cli.eval` (``eval ...``), :mod:`vitfree.cli.demo`,
 :mod:`vitfree.cli.synth`;
@@ -35,6 +36,7 @@ from vitfree._logging import set_verbosity
 from vitfree.cli import demo as demo_cmd
 from vitfree.cli import eval as eval_cmd
 from vitfree.cli import synth as synth_cmd
+from vitfree.cli import train as train_cmd
 from vitfree.errors import InputError, VitfreeError
 from vitfree.pipelines import default_exits
 
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cmd.add_parsers(sub)
     demo_cmd.add_parser(sub)
     synth_cmd.add_parser(sub)
+    train_cmd.add_parser(sub)
     return parser
 
 
