@@ -1,4 +1,5 @@
-"""Face-recognition ViTs (insightface / TransFace / LVFace) with training-free early exits.
+"""Face-recognition ViTs (insightface / TransFace / LVFace, CVLface / AdaFace) with
+training-free early exits.
 
 Layers, bottom to top (each imports only the ones above it): ``config`` (architecture, the
 exit resolver), ``layers``, ``heads`` (the head interface and kinds), ``backbone`` (block
@@ -9,6 +10,8 @@ Typical use::
 
     from vitfree.models import load, preprocess
     model = load("model.pt")                       # architecture inferred from the shapes
+    model = load("cvlface/model.safetensors")      # CVLface: net.* keys, config.json beside it
+    model.config.family                            # "insightface" or "cvlface"
     x = preprocess(uint8_rgb_faces)                # (B, 3, 112, 112), (x/255 - 0.5)/0.5
     with torch.inference_mode():
         embs = model.forward_exits(x, [4, 6, 8, 10, 12])   # one pass, {k: (B, 512)}
@@ -18,7 +21,7 @@ Typical use::
 from vitfree.errors import CheckpointError
 from vitfree.models.backbone import ViTBackbone
 from vitfree.models.checkpoint import infer_config, load, model_fingerprint
-from vitfree.models.config import resolve_exit, resolve_exits
+from vitfree.models.config import FAMILIES, resolve_exit, resolve_exits
 from vitfree.models.costs import (
     ExitCost,
     exit_cost_records,
@@ -31,6 +34,7 @@ from vitfree.models.files import (
     describe_mismatch,
     read_exit_head_specs,
     read_exit_heads,
+    read_model_config,
     read_state_dict,
     save_exit_heads,
 )
@@ -61,6 +65,7 @@ from vitfree.models.vit import (
 )
 
 __all__ = [
+    "FAMILIES",
     "VARIANTS",
     "Attention",
     "Block",
@@ -92,6 +97,7 @@ __all__ = [
     "preprocess",
     "read_exit_head_specs",
     "read_exit_heads",
+    "read_model_config",
     "read_state_dict",
     "resolve_exit",
     "resolve_exits",

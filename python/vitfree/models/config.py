@@ -7,7 +7,7 @@ from typing import Any
 
 from vitfree.errors import InputError, InputTypeError
 
-__all__ = ["VARIANTS", "ViTConfig", "get_config", "resolve_exit", "resolve_exits"]
+__all__ = ["FAMILIES", "VARIANTS", "ViTConfig", "get_config", "resolve_exit", "resolve_exits"]
 
 
 # --------------------------------------------------------------------------------------
@@ -21,17 +21,20 @@ class ViTConfig:
 
     Args:
         img_size: Input height and width in pixels (112 for every published face ViT).
-        patch_size: Patch-embedding kernel and stride (9 -> 12x12 = 144 tokens).
+        patch_size: Patch-embedding kernel and stride (9 -> 12x12 = 144 tokens for the
+            insightface family, 8 -> 14x14 = 196 tokens for CVLface).
         in_chans: Input channels (3, RGB).
         embed_dim: Token width D.
         depth: Number of transformer blocks.
-        num_heads: Attention heads (8 for insightface / TransFace / LVFace).
+        num_heads: Attention heads (8 for insightface / TransFace / LVFace; 8 or 16 for
+            CVLface).  Not visible in tensor shapes.
         mlp_ratio: MLP hidden width as a multiple of D.
         qkv_bias: Whether the fused qkv projection has a bias (False in the published models).
         num_features: Embedding size produced by the ``feature`` head.
         senet: Whether the head has TransFace's ``senet`` token weighting.
-        mask_token: Whether the (training-only) ``mask_token`` parameter exists; published
-            checkpoints carry it, so it is kept for strict loading.
+        mask_token: Whether the (training-only) ``mask_token`` parameter exists; insightface
+            checkpoints carry it (CVLface's only when trained with masking), so it follows the
+            file for strict loading.
         norm_eps: LayerNorm epsilon.
         bn_eps: BatchNorm1d epsilon of the ``feature`` head.
         drop_path_rate: Stochastic-depth rate (training only; linearly increasing per block).
@@ -69,6 +72,17 @@ class ViTConfig:
     def mlp_hidden(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
 
+    @property
+    def family(self) -> str:
+        """The published layout this geometry follows, for reports (docs/protocols.md §1.3).
+
+        ``"insightface"`` for patch 9 (144 tokens: insightface arcface_torch, TransFace,
+        LVFace), ``"cvlface"`` for patch 8 (196 tokens: CVLface / AdaFace ViTs), ``"custom"``
+        otherwise.  Both families share the layer order, the key names and the input
+        convention, so nothing but this label depends on it.
+        """
+        return FAMILIES.get(self.patch_size, "custom")
+
     def replace(self, **changes: Any) -> "ViTConfig":
         """A copy with some fields changed (``cfg.replace(depth=6)``)."""
         return dataclasses.replace(self, **changes)
@@ -78,8 +92,13 @@ class ViTConfig:
         extra = ", senet" if self.senet else ""
         return (
             f"D={self.embed_dim}, depth={self.depth}, {self.num_patches} tokens "
-            f"(patch {self.patch_size}), mlp {self.mlp_hidden}{extra}"
+            f"(patch {self.patch_size}), mlp {self.mlp_hidden}, {self.num_heads} heads{extra}, "
+            f"{self.family} family"
         )
+
+
+#: ``ViTConfig.family`` by patch size: the geometry that tells the published layouts apart.
+FAMILIES: dict[int, str] = {9: "insightface", 8: "cvlface"}
 
 
 _BASE = {
@@ -92,15 +111,20 @@ _BASE = {
 
 #: Named architectures.  The suffixed insightface config names differ from their base only
 #: in training-time drop-path and masking, so they map to the same inference architecture.
-#: ``cvlface_vit_s``/``cvlface_vit_b`` are CVLface/AdaFace ViTs (patch 8 -> 196 tokens).
+#: ``cvlface_vit_s``/``cvlface_vit_b`` are CVLface/AdaFace ViTs (CVLface's ``small``/``base``:
+#: patch 8 -> 196 tokens; ``mask_token`` only when trained with masking, so off by default).
 VARIANTS: dict[str, ViTConfig] = {
     **{name: ViTConfig(**kw) for name, kw in _BASE.items()},  # type: ignore[arg-type]
     "vit_t_dp005_mask0": ViTConfig(**_BASE["vit_t"]),  # type: ignore[arg-type]
     "vit_s_dp005_mask_0": ViTConfig(**_BASE["vit_s"]),  # type: ignore[arg-type]
     "vit_b_dp005_mask_005": ViTConfig(**_BASE["vit_b"]),  # type: ignore[arg-type]
     "vit_l_dp005_mask_005": ViTConfig(**_BASE["vit_l"]),  # type: ignore[arg-type]
-    "cvlface_vit_s": ViTConfig(embed_dim=512, depth=12, patch_size=8, mlp_ratio=5.0, num_heads=8),
-    "cvlface_vit_b": ViTConfig(embed_dim=512, depth=24, patch_size=8, mlp_ratio=3.0, num_heads=16),
+    "cvlface_vit_s": ViTConfig(
+        embed_dim=512, depth=12, patch_size=8, mlp_ratio=5.0, num_heads=8, mask_token=False
+    ),
+    "cvlface_vit_b": ViTConfig(
+        embed_dim=512, depth=24, patch_size=8, mlp_ratio=3.0, num_heads=16, mask_token=False
+    ),
 }
 
 
@@ -108,7 +132,8 @@ def get_config(name: str, **overrides: Any) -> ViTConfig:
     """The :class:`ViTConfig` of a named variant, with optional field overrides.
 
     Args:
-        name: One of :data:`VARIANTS` (``vit_t`` ... ``vit_h``, the suffixed insightface names).
+        name: One of :data:`VARIANTS` (``vit_t`` ... ``vit_h``, the suffixed insightface names,
+            ``cvlface_vit_s``, ``cvlface_vit_b``).
         **overrides: Fields to change, e.g. ``senet=True`` for TransFace.
     """
     try:

@@ -42,11 +42,13 @@ from vitfree.errors import CheckpointError
 from vitfree.models.heads import Head, HeadSpec
 
 __all__ = [
+    "CONFIG_NAMES",
     "EXIT_HEADS_FORMAT",
     "check_tensor_kinds",
     "describe_mismatch",
     "read_exit_head_specs",
     "read_exit_heads",
+    "read_model_config",
     "read_state_dict",
     "save_exit_heads",
 ]
@@ -57,6 +59,10 @@ EXIT_HEADS_FORMAT = "vitfree.exit_heads"
 EXIT_HEADS_VERSION = 2
 _PREFIXES = ("module.", "_orig_mod.", "net.", "backbone.", "model.")
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
+#: Architecture descriptions looked for beside a checkpoint, first found wins: CVLface's
+#: Hugging Face repos ship ``config.json`` beside ``model.safetensors``, its research folders
+#: ``model.yaml`` beside ``pretrained_model/model.pt``.
+CONFIG_NAMES = ("config.json", "model.yaml")
 
 
 # --------------------------------------------------------------------------------------
@@ -270,6 +276,89 @@ def read_state_dict(path: PathLike) -> dict[str, Tensor]:
             f"load it with model.load_exit_heads(path)"
         )
     return _strip_prefixes(_unwrap(obj, p))
+
+
+def read_model_config(path: PathLike) -> tuple[dict[str, Any], Path] | None:
+    """The architecture description beside a checkpoint, as stored, and where it was found.
+
+    Looks for :data:`CONFIG_NAMES` in the checkpoint's folder and reads the first one found:
+    ``config.json`` as JSON, ``model.yaml`` with a reader of flat ``key: value`` YAML (what
+    CVLface writes: scalars, quoted strings, ``[3, 112, 112]`` lists; an indented block under a
+    key is recorded as present, not read).  What the keys mean is decided by
+    :func:`vitfree.models.checkpoint.infer_config`.  None when neither file exists.
+
+    Raises:
+        CheckpointError: the file exists but cannot be read, is not valid JSON (or not flat
+            YAML), or does not hold an object (mapping) at the top level.
+    """
+    folder = Path(path).parent
+    for name in CONFIG_NAMES:
+        where = folder / name
+        if not where.is_file():
+            continue
+        try:
+            text = where.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{where}: cannot read it ({e})") from None
+        hint = "fix or remove it, or give the architecture with arch= (--arch)"
+        if where.suffix == ".json":
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise CheckpointError(f"{where} is not valid JSON ({e}); {hint}") from None
+        else:
+            obj = _read_flat_yaml(text, where, hint)
+        if not isinstance(obj, dict):
+            raise CheckpointError(
+                f"{where} holds a {type(obj).__name__}, not an object of settings; {hint}"
+            )
+        return obj, where
+    return None
+
+
+#: Stands for an indented (nested) YAML block, which :func:`_read_flat_yaml` does not read.
+NESTED_BLOCK = {"<nested block>": True}
+
+
+def _read_flat_yaml(text: str, where: Path, hint: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    last: str | None = None
+    for raw in text.splitlines():
+        if not raw.strip() or raw.lstrip().startswith("#") or raw.strip() == "---":
+            continue
+        if raw[0] in " \t-":  # content of the block opened by the previous key
+            if last is not None and out[last] is None:
+                out[last] = dict(NESTED_BLOCK)
+            continue
+        key, sep, value = raw.partition(":")
+        if not sep or not key.strip():
+            raise CheckpointError(f"{where}: line {raw.strip()!r} is not 'key: value'; {hint}")
+        last = key.strip().strip("'\"")
+        out[last] = _yaml_scalar(value.strip())
+    return out
+
+
+def _yaml_scalar(v: str) -> Any:
+    if v[:1] in ("'", '"'):
+        end = v.find(v[0], 1)
+        return v[1:end] if end > 0 else v[1:]
+    v = v.split(" #", 1)[0].strip()
+    if v.startswith("[") and v.endswith("]"):
+        inner = v[1:-1].strip()
+        return [_yaml_scalar(x.strip()) for x in inner.split(",")] if inner else []
+    low = v.lower()
+    if low in ("", "~", "null"):
+        return None
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 
 
 def _looks_like(sd: Mapping[str, Tensor]) -> str:
