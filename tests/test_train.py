@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from vitfree.errors import InputError
 from vitfree.models import load
 from vitfree.train import MarginHead, TrainConfig, train

@@ -80,7 +80,11 @@ def _check_early(args: argparse.Namespace) -> None:
 
         runtime(args.device, getattr(args, "amp", None))
     if getattr(args, "out", None) is not None:
-        _check_out(Path(args.out))
+        out = Path(args.out)
+        if getattr(args, "command", "") == "synth" and getattr(args, "kind", "") == "bin":
+            _check_out(out.parent)  # --out is the .bin file itself
+        else:
+            _check_out(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

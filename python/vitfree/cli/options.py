@@ -66,7 +66,7 @@ def add_model_options(p: argparse.ArgumentParser, default_batch: int) -> None:
         "--model",
         type=Path,
         required=True,
-        help="face-ViT checkpoint: torch.save(state_dict) .pt/.pth or .safetensors (insightface, TransFace, LVFace)",
+        help="face-ViT checkpoint: torch.save(state_dict) .pt/.pth or .safetensors (insightface, TransFace, LVFace, CVLface)",
     )
     g.add_argument(
         "--arch",
