@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python >= 3.10, a Rust toolchain, the package registries):
-#   make demo   set up .venv, install vitfree, run the main job on a built-in synthetic IJB-C-shaped feature set
+#   make demo   set up .venv, install vitfree, run the main job: the demo model at every exit on SYNTHETIC faces
 #   make test   set up .venv, install vitfree with its dev extra, run cargo test and the whole pytest suite
 PYTHON ?= python3
 VENV ?= .venv

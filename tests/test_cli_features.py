@@ -127,7 +127,7 @@ def test_missing_1n_files_are_reported_not_silent(ijb, tmp_path, capsys):
 
 def test_demo_smoke(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--scale", "0.003", "--exits", "6,12", "--out", str(out)]) == 0
+    assert main(["demo-features", "--scale", "0.003", "--exits", "6,12", "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "SYNTHETIC" in captured.err and "SYNTHETIC" in captured.out
     res = json.loads((out / "results.json").read_text())

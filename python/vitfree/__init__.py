@@ -43,6 +43,7 @@ __all__ = [
     "VitfreeError",
     "__version__",
     "demo",
+    "demo_features",
     "evaluate_features",
     "evaluate_ijb",
     "evaluate_pairsets",
@@ -50,7 +51,7 @@ __all__ = [
     "set_num_threads",
 ]
 
-_PIPELINES = ("demo", "evaluate_features", "evaluate_ijb", "evaluate_pairsets")
+_PIPELINES = ("demo", "demo_features", "evaluate_features", "evaluate_ijb", "evaluate_pairsets")
 
 
 def __getattr__(name: str) -> Any:

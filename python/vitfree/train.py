@@ -200,7 +200,9 @@ def train(
     progress: bool = True,
     command: str | None = None,
 ) -> TrainResult:
-    """Train a face ViT with a margin loss; write ``out/model.pt`` (and ``out/checkpoint.pt``).
+    """Train a face ViT with a margin loss; write ``out/model.pt``, ``out/config.json`` (the
+    architecture, read by :func:`vitfree.models.load`), ``out/model.json`` (the run) and
+    ``out/checkpoint.pt``.
 
     Args:
         cfg: the run (:class:`TrainConfig`).
@@ -292,14 +294,28 @@ def train(
             "config": dataclasses.asdict(cfg),
             "steps": step,
             "final_loss": float(np.mean(losses[-50:])) if losses else None,
-            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
+            "command": command or _command_line(),
             "synthetic": cfg.data == "synth",
         }
         torch.save(model.state_dict(), weights)
         (folder / "model.json").write_text(json.dumps(meta, indent=2))
+        # the architecture beside the weights: vitfree.models.load reads it (the head count
+        # does not show in the tensor shapes)
+        mc = model.config
+        arch = {k: getattr(mc, k) for k in ("img_size", "patch_size", "embed_dim", "depth",
+                                              "num_heads", "mlp_ratio", "num_features")}  # fmt: skip
+        (folder / "config.json").write_text(json.dumps({"name": "vitfree-trained", **arch}, indent=2))
     ctx.barrier()
     ctx.close()
     return TrainResult(weights, step, losses, time.perf_counter() - t0)
+
+
+def _command_line() -> str:
+    """This process's command, as a user would type it (``vitfree train ...``)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("vitfree", "__main__.py"):
+        argv[0] = "vitfree"
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, head: nn.Module, opt: Any, step: int,
@@ -311,3 +327,28 @@ def _save_checkpoint(path: Path, model: nn.Module, head: nn.Module, opt: Any, st
         tmp,
     )  # fmt: skip
     os.replace(tmp, path)
+
+
+def export_weights(run: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
+    """Ship a trained run: ``dest/model.safetensors`` (float16), ``config.json``, ``model.json``.
+
+    The weights are stored in float16 (half the size; :func:`vitfree.models.load` returns
+    float32 by default) with the run's command in the safetensors metadata; ``config.json``
+    (the architecture) and ``model.json`` (the run) are copied beside them.  This is how the
+    demo model in ``vitfree/models/weights/demo`` was made from ``vitfree train``'s output.
+    """
+    import shutil
+
+    from safetensors.torch import save_file
+
+    src, out = Path(run), Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    sd = torch.load(src / "model.pt", map_location="cpu", weights_only=True)
+    meta = json.loads((src / "model.json").read_text())
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
+    save_file(half, str(out / "model.safetensors"),
+              metadata={"format": "vitfree.trained", "command": str(meta.get("command", "")),
+                        "synthetic": str(bool(meta.get("synthetic"))).lower()})  # fmt: skip
+    for name in ("config.json", "model.json"):
+        shutil.copyfile(src / name, out / name)
+    return out / "model.safetensors"

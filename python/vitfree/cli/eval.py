@@ -192,7 +192,8 @@ def cmd_eval_pairsets(args: argparse.Namespace) -> int:
     """``vitfree eval bin|pairs``."""
     from vitfree.pipelines import evaluate_pairsets
 
-    missing = [str(f) for f in [args.model, *args.files] if not Path(f).is_file()]
+    model_file = [] if str(args.model) == "demo" else [args.model]
+    missing = [str(f) for f in [*model_file, *args.files] if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError("not found: " + ", ".join(missing))
     model = load_model(args)

@@ -66,7 +66,8 @@ def add_model_options(p: argparse.ArgumentParser, default_batch: int) -> None:
         "--model",
         type=Path,
         required=True,
-        help="face-ViT checkpoint: torch.save(state_dict) .pt/.pth or .safetensors (insightface, TransFace, LVFace, CVLface)",
+        help="face-ViT checkpoint: torch.save(state_dict) .pt/.pth or .safetensors (insightface, TransFace, LVFace, "
+        "CVLface), or 'demo' for the SYNTHETIC demo model shipped in the package",
     )
     g.add_argument(
         "--arch",
@@ -119,6 +120,8 @@ def load_model(args: argparse.Namespace) -> Any:
     """The checkpoint of ``--model`` (``--arch`` when given), checked to exist."""
     from vitfree.models import load
 
+    if str(args.model) == "demo" and not args.model.exists():
+        return load("demo", args.arch)  # the SYNTHETIC demo model shipped in the package
     if not args.model.is_file():
         raise FileNotFoundError(f"model checkpoint not found: {args.model}")
     return load(args.model, args.arch)

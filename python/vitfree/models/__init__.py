@@ -20,7 +20,7 @@ Typical use::
 
 from vitfree.errors import CheckpointError
 from vitfree.models.backbone import ViTBackbone
-from vitfree.models.checkpoint import infer_config, load, model_fingerprint
+from vitfree.models.checkpoint import demo_weights, infer_config, load, model_fingerprint
 from vitfree.models.config import FAMILIES, resolve_exit, resolve_exits
 from vitfree.models.costs import (
     ExitCost,
@@ -82,6 +82,7 @@ __all__ = [
     "ViTConfig",
     "VisionTransformer",
     "create_model",
+    "demo_weights",
     "describe_mismatch",
     "exit_cost_records",
     "exit_cost_table",

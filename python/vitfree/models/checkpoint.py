@@ -21,6 +21,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +44,7 @@ __all__ = [
     "CONFIG_KEYS",
     "CVLFACE_NAMES",
     "CheckpointError",
+    "demo_weights",
     "describe_mismatch",
     "infer_config",
     "load",
@@ -411,7 +413,12 @@ def load(
             one whose weights are not floating point (int64, complex: the dtype and the first
             such key named).
         InputError: ``arch`` is an unknown name.
+
+    ``path="demo"`` loads the SYNTHETIC demo face ViT shipped in the package
+    (:func:`demo_weights`), trained by ``vitfree train`` on rendered faces.
     """
+    if isinstance(path, str) and path == "demo" and not Path(path).exists():
+        path = demo_weights()
     sd = read_state_dict(path)
     heads: dict[int, dict[str, Tensor]] = {}
     name: str | None
@@ -489,3 +496,21 @@ def model_fingerprint(model: torch.nn.Module) -> str:
             flat = flat[idx]
         h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:24]
+
+
+def demo_weights() -> Path:
+    """The file of the demo face ViT shipped in the package (``load("demo")``).
+
+    A SYNTHETIC model: 12 blocks of width 64 in the insightface layout, trained by
+    ``vitfree train`` on rendered faces (``vitfree.synthetic.faces``); ``model.json`` beside
+    it records the command and its per-exit accuracy on a held-out synthetic benchmark.
+
+    Raises:
+        CheckpointError: the package was installed without its weights.
+    """
+    path = Path(__file__).parent / "weights" / "demo" / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(
+            f"the demo model is not in this installation ({path} missing); reinstall vitfree"
+        )
+    return path

@@ -201,9 +201,13 @@ def write_ijbc(
                 bar.update(1)
     tids = sorted(tpl_subject)
     genuine = [(a, b) for i, a in enumerate(tids) for b in tids[i + 1 :] if tpl_subject[a] == tpl_subject[b]]
-    n_imp = int(round(impostor_ratio * len(genuine)))
+    n_all = len(tids) * (len(tids) - 1) // 2
+    n_imp = min(int(round(impostor_ratio * len(genuine))), n_all - len(genuine))  # all there are
     impostor: set[tuple[int, int]] = set()
     arr = np.array(tids)
+    if n_imp >= (n_all - len(genuine)) // 2:  # a large share of all pairs: list them
+        pool = [(a, b) for i, a in enumerate(tids) for b in tids[i + 1 :] if tpl_subject[a] != tpl_subject[b]]
+        impostor = {pool[k] for k in rng.choice(len(pool), n_imp, replace=False)}
     while len(impostor) < n_imp:
         a, b = (int(x) for x in rng.choice(arr, 2, replace=False))
         if tpl_subject[a] != tpl_subject[b]:
