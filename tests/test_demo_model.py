@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 import vitfree
 from vitfree.cli import main
 from vitfree.models import demo_weights, load
