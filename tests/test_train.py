@@ -49,3 +49,12 @@ def test_a_seeded_run_is_reproducible_loads_and_resumes(tmp_path) -> None:
     assert again.steps == 4 and again.losses == []
     with pytest.raises(InputError, match="another configuration"):
         train(TrainConfig(**{**cfg.__dict__, "steps": 5}), tmp_path / "a", resume=True, progress=False)
+
+
+def test_training_from_an_image_folder(tmp_path) -> None:
+    from vitfree.synthetic.sets import write_image_folder
+
+    folder = write_image_folder(tmp_path / "faces", 3, 2, seed=5, progress=False)
+    cfg = TrainConfig(model=TINY, data=str(folder), steps=2, batch_size=4, warmup=1, workers=0)
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res.steps == 2 and load(res.weights).num_features == 16

@@ -223,10 +223,8 @@ def train(
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = VisionTransformer(**dataclasses.asdict(ViTConfig(**cfg.model))).to(rt.device)
-    if cfg.data == "synth":
-        classes = cfg.identities
-    else:
-        classes = FolderFaces(cfg.data).classes
+    folder_faces = None if cfg.data == "synth" else FolderFaces(cfg.data)  # scanned once
+    classes = cfg.identities if folder_faces is None else folder_faces.classes
     head = MarginHead(model.num_features, classes, cfg.loss, cfg.scale, cfg.margin).to(rt.device)
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -245,12 +243,12 @@ def train(
     if ctx.world > 1:
         net = nn.parallel.DistributedDataParallel(model)
     workers = default_workers(ctx.world) if cfg.workers is None else cfg.workers
-    if cfg.data == "synth":
+    if folder_faces is None:
         ds: Any = SyntheticFaceStream(cfg.identities, cfg.synth_seed, cfg.preset, cfg.seed, ctx.rank, step)
         loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=workers,
                             multiprocessing_context=worker_context() if workers else None)  # fmt: skip
     else:
-        ds = FolderFaces(cfg.data)
+        ds = folder_faces
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + step)
         sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=10**9, generator=gen)
         loader = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=workers,
