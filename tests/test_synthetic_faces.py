@@ -40,6 +40,21 @@ def test_same_seed_same_bytes_and_images_differ() -> None:
     assert a.images.dtype == np.uint8 and a.images.shape == (3, 160, 160, 3)
 
 
+@pytest.mark.parametrize("preset", ["easy", "hard"])
+@pytest.mark.parametrize("size", [64, 160])
+def test_casting_only_rays_that_can_hit_gives_the_bytes_of_casting_every_pixel(
+    preset: str, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vitfree.synthetic import faces
+
+    ids = np.arange(24) % 7
+    fast = render_faces(ids, seed=5, preset=preset, size=size)
+    monkeypatch.setattr(faces, "_CULL", False)
+    full = render_faces(ids, seed=5, preset=preset, size=size)
+    np.testing.assert_array_equal(fast.images, full.images)
+    np.testing.assert_array_equal(fast.landmarks, full.landmarks)
+
+
 def test_aligning_a_frontal_face_puts_its_landmarks_on_the_template() -> None:
     r = render_faces(np.arange(60), seed=9, preset=FRONTAL)
     worst = 0.0

@@ -199,6 +199,11 @@ def _hit(
 
 _GRIDS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+#: Cast rays only inside the projected bounding spheres of the head and the nose (the same
+#: bytes as casting every pixel, faster); False casts every pixel (the reference of the tests
+#: and of benches/bench_synthetic.py).
+_CULL = True
+
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel centres (x, y) of a size x size crop, flattened (cached)."""
@@ -226,19 +231,31 @@ def render_face(
     rot = _rotation(*(rng.uniform(-m, m) for m in (v.yaw, v.pitch, v.roll))).astype(np.float32)
     scale = size * rng.uniform(*v.scale) / ident.head[1]
     cx, cy = size / 2 + rng.uniform(-v.offset, v.offset, 2) * size
-    # pixel rays in head space: camera looks along -z, head -> camera is `rot`
+    # pixel rays in head space: camera looks along -z, head -> camera is `rot`.  Rays are cast
+    # only where they can hit: inside the projected bounding sphere of the head (centre
+    # (cx, cy)) and, for the nose, of the nose.  Every ray keeps the arithmetic it had when all
+    # pixels were cast, so the bytes do not depend on this culling.
     xs, ys = _grid(size)
-    qx, qy = (xs - cx) / scale, (ys - cy) / scale
+    qx_all, qy_all = (xs - cx) / scale, (ys - cy) / scale
+    head_r = np.array(ident.head, np.float32)
+    reach = float(head_r.max()) * 1.001 + 2.0 / scale
+    if not _CULL:
+        reach = np.inf
+    sel = np.flatnonzero(qx_all * qx_all + qy_all * qy_all <= reach * reach)
+    qx, qy = qx_all[sel], qy_all[sel]
     inv = rot.T
     d = inv @ np.array([0, 0, 1.0], np.float32)
     ox = inv[0, 0] * qx + inv[0, 1] * qy - 5.0 * d[0]  # start the rays behind the head
     oy = inv[1, 0] * qx + inv[1, 1] * qy - 5.0 * d[1]
     oz = inv[2, 0] * qx + inv[2, 1] * qy - 5.0 * d[2]
-    head_r = np.array(ident.head, np.float32)
     t_head = _hit(ox, oy, oz, d, np.zeros(3, np.float32), head_r)
     nose_c = np.array([0.0, ident.nose_y - 0.5 * ident.nose[1], ident.nose_out], np.float32)
     nose_r = np.array(ident.nose, np.float32)
-    t_nose = _hit(ox, oy, oz, d, nose_c, nose_r)
+    nc = rot @ nose_c.astype(np.float64)  # the nose centre seen from the camera
+    nreach = float(nose_r.max()) * 1.001 + 2.0 / scale if _CULL else np.inf
+    ns = np.flatnonzero((qx - nc[0]) ** 2 + (qy - nc[1]) ** 2 <= nreach * nreach)
+    t_nose = np.full_like(t_head, np.nan)
+    t_nose[ns] = _hit(ox[ns], oy[ns], oz[ns], d, nose_c, nose_r)
     use_nose_all = t_nose > np.nan_to_num(t_head, nan=-np.inf)  # NaN compares False
     t_all = np.where(use_nose_all, t_nose, t_head)
     fi = np.flatnonzero(np.isfinite(t_all))  # the pixels of the head: all work is on them
@@ -247,6 +264,7 @@ def render_face(
     x = ox[fi] + tf * d[0]  # hit points, head space
     y = oy[fi] + tf * d[1]
     z = oz[fi] + tf * d[2]
+    fi = sel[fi]  # pixel indexes of the head in the whole crop
     nx = np.where(use_nose, (x - nose_c[0]) / nose_r[0] ** 2, x / head_r[0] ** 2)
     ny = np.where(use_nose, (y - nose_c[1]) / nose_r[1] ** 2, y / head_r[1] ** 2)
     nz = np.where(use_nose, (z - nose_c[2]) / nose_r[2] ** 2, z / head_r[2] ** 2)
@@ -303,12 +321,13 @@ def render_face(
     dot = (nx * lh[0] + ny * lh[1] + nz * lh[2]) / np.sqrt(nx * nx + ny * ny + nz * nz)
     lam = np.clip(dot, 0, None) * rng.uniform(v.light_min, v.light_max)
     shade = (v.ambient + lam)[:, None] * tint
-    rgb = np.clip(alb * shade, 0, 1)
+    rgb = alb * shade
+    np.clip(rgb, 0, 1, out=rgb)
 
     # background clutter, then the head over it
-    bg = np.empty((size, size, 3), np.float32)
-    bg[:] = rng.uniform(0.1, 0.9, 3)
-    bg += (np.linspace(-0.15, 0.15, size)[:, None, None] * rng.uniform(-1, 1, 3)).astype(np.float32)
+    base = rng.uniform(0.1, 0.9, 3).astype(np.float32)
+    ramp = (np.linspace(-0.15, 0.15, size)[:, None, None] * rng.uniform(-1, 1, 3)).astype(np.float32)
+    bg = np.repeat(base + ramp, size, axis=1)  # (size, size, 3): each row one colour
     for _ in range(int(rng.integers(0, v.clutter + 1))):
         color = tuple(float(c) for c in rng.uniform(0, 1, 3))
         c0 = tuple(int(c) for c in rng.integers(0, size, 2))
@@ -357,8 +376,10 @@ def render_face(
     sd = rng.uniform(0, v.noise)
     if sd > 0.5:  # seeded, float32: cheap on every pixel
         img += sd * rng.standard_normal(img.shape, dtype=np.float32)
-    out = np.clip(np.rint(img), 0, 255).astype(np.uint8)[:, :, ::-1]  # RGB -> BGR
-    return np.ascontiguousarray(out), lmk.astype(np.float32)
+    img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)  # a copy in the other channel order
+    np.rint(img, out=img)
+    np.clip(img, 0, 255, out=img)  # the bounds are integers: clip(rint) == rint(clip)
+    return img.astype(np.uint8), lmk.astype(np.float32)
 
 
 def render_faces(
