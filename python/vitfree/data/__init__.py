@@ -7,6 +7,9 @@ are in :mod:`vitfree.faces`), and OpenCV is imported only by the functions that 
   :func:`write_1n_csv` (§3, §4).
 - :mod:`vitfree.data.bins`: :func:`load_bin`, :func:`load_pair_list`; :func:`write_bin`,
   :func:`write_pair_list` (§5).
+- :mod:`vitfree.data.recordio`: insightface RecordIO training sets (``train.rec``/``.idx``/
+  ``property``) without mxnet: :class:`RecordIO`, :class:`RecordIOFaces` (a map-style
+  dataset, no torch import), :func:`read_property`; :func:`write_recordio` (§7).
 """
 
 from vitfree.data.align import ALIGNED_SIZE, ARCFACE_TEMPLATE, align_face, estimate_similarity
@@ -36,6 +39,13 @@ from vitfree.data.ijb import (
     write_1n_csv,
     write_ijb_meta,
 )
+from vitfree.data.recordio import (
+    RecordIO,
+    RecordIOFaces,
+    RecordIOFormatError,
+    read_property,
+    write_recordio,
+)
 
 __all__ = [
     "ALIGNED_SIZE",
@@ -46,6 +56,9 @@ __all__ = [
     "IJBFormatError",
     "IJBMeta",
     "PairSet",
+    "RecordIO",
+    "RecordIOFaces",
+    "RecordIOFormatError",
     "align_face",
     "decode_images",
     "estimate_similarity",
@@ -60,11 +73,13 @@ __all__ = [
     "read_1n_csv",
     "read_face_tid_mid",
     "read_name_5pts_score",
+    "read_property",
     "read_template_pair_label",
     "write_1n_csv",
     "write_bin",
     "write_ijb_meta",
     "write_pair_list",
+    "write_recordio",
 ]
 
 
