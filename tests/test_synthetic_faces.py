@@ -150,6 +150,22 @@ def test_writers_round_trip_through_the_readers(tmp_path: Path) -> None:
     assert np.abs(got.astype(int) - ref[0].astype(int)).mean() < 6  # JPEG q95 of a noisy image
 
 
+def test_the_recordio_training_set_holds_the_image_folder_faces(tmp_path: Path) -> None:
+    from vitfree.data.recordio import RecordIOFaces, decode_face
+
+    folder = write_image_folder(tmp_path / "f", 3, 2, seed=8, progress=False)
+    assert main(["synth", "rec", "--out", str(tmp_path / "r"), "--identities", "3", "--images", "2",
+                 "--seed", "8"]) == 0  # fmt: skip
+    faces = RecordIOFaces(tmp_path / "r")
+    assert len(faces) == 6 and faces.num_classes == 3
+    assert faces.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    for j, path in enumerate(sorted(folder.glob("*/*.jpg"))):  # the same JPEG bytes
+        img, label = faces[j]
+        np.testing.assert_array_equal(img, decode_face(path.read_bytes()))
+        assert label == int(path.parent.name)
+    assert "SYNTHETIC" in (tmp_path / "r" / "SYNTHETIC.txt").read_text()
+
+
 def test_synth_ijbc_is_read_by_eval_ijbc_as_it_is(tmp_path: Path, tiny_checkpoint, capsys) -> None:
     assert main(["synth", "ijbc", "--out", str(tmp_path / "s"), "--identities", "6", "--seed", "3"]) == 0
     assert "SYNTHETIC IJB-C-format benchmark" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``vitfree synth faces|ijbc|bin|pairs``: SYNTHETIC face sets in the real formats."""
+"""``vitfree synth faces|rec|ijbc|bin|pairs``: SYNTHETIC face sets in the real formats."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ __all__ = ["add_parser", "cmd_synth"]
 
 _HELP = {
     "faces": "a training set: one folder per identity of aligned 112x112 JPEGs",
+    "rec": "the same training set as insightface RecordIO (DIR/train.rec, train.idx, property)",
     "ijbc": "an IJB-C-format benchmark (DIR/IJBC/loose_crop, meta files, 1:N csvs) for 'vitfree eval ijbc --root DIR'",
     "bin": "an LFW-style .bin verification set (OUT is the .bin file)",
     "pairs": "aligned images and a 'path1 path2 label' pair list for 'vitfree eval pairs'",
@@ -31,12 +32,12 @@ def add_parser(sub: Any) -> None:
     for kind, help_ in _HELP.items():
         p = kinds.add_parser(kind, help=help_, description=help_)
         p.add_argument("--out", type=Path, required=True, help="output folder (a .bin file for 'bin')")
-        p.add_argument("--seed", type=int, default={"faces": 0, "ijbc": 1, "bin": 2, "pairs": 3}[kind],
+        p.add_argument("--seed", type=int, default={"faces": 0, "rec": 0, "ijbc": 1, "bin": 2, "pairs": 3}[kind],
                        help="who the identities are (and the image variation)")  # fmt: skip
         p.add_argument(
             "--preset", choices=["easy", "medium", "hard"], default="medium", help="per-image variation (default medium)"
         )
-        if kind == "faces":
+        if kind in ("faces", "rec"):
             p.add_argument("--identities", type=int, default=100, help="number of people (default 100)")
             p.add_argument("--images", type=int, default=20, help="images per person (default 20)")
         elif kind == "ijbc":
@@ -57,6 +58,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
         out = sets.write_image_folder(args.out, args.identities, args.images, seed=args.seed,
                                       preset=args.preset, overwrite=args.overwrite)  # fmt: skip
         print(f"SYNTHETIC image folder: {args.identities} identities x {args.images} images in {out}")
+    elif args.kind == "rec":
+        out = sets.write_recordio_set(args.out, args.identities, args.images, seed=args.seed,
+                                      preset=args.preset, overwrite=args.overwrite)  # fmt: skip
+        print(f"SYNTHETIC RecordIO set: {args.identities} identities x {args.images} images in {out}")
     elif args.kind == "ijbc":
         info = sets.write_ijbc(args.out, args.identities, seed=args.seed, preset=args.preset,
                                probe_templates=args.probe_templates, overwrite=args.overwrite)  # fmt: skip
