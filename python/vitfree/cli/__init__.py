@@ -9,6 +9,7 @@
     vitfree demo [--out OUT]                             the same on generated (synthetic) data
     vitfree synth faces|ijbc|bin|pairs --out DIR         SYNTHETIC faces in the real formats
     vitfree train --out DIR [--data synth|FOLDER]         a face ViT with a margin loss
+    vitfree analyze --model CKPT --data DATA --out DIR    depth analysis: tokens, CKA, attention, exits
 
 One module per command group: :mod:`vitfree.cli.eval` (``eval ...``), :mod:`vitfree.cli.demo`,
 :mod:`vitfree.cli.synth`;
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import vitfree
 from vitfree._logging import set_verbosity
+from vitfree.cli import analyze as analyze_cmd
 from vitfree.cli import demo as demo_cmd
 from vitfree.cli import eval as eval_cmd
 from vitfree.cli import synth as synth_cmd
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(sub)
     synth_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
+    analyze_cmd.add_parser(sub)
     return parser
 
 
