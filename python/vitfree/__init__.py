@@ -23,6 +23,9 @@ Data flow, and the module that owns each arrow::
   :mod:`vitfree.cli` parses arguments and calls them.
 - :mod:`vitfree.models`: face ViTs (insightface / TransFace / LVFace) with block stepping,
   exits, head components, truncation, costs.
+- :mod:`vitfree.finetune`: exit-specific heads trained with the backbone frozen
+  (``vitfree finetune``), written as an exit-heads file that every evaluation takes
+  (``--exit-heads``); :mod:`vitfree.train` trains a whole face ViT (``vitfree train``).
 - :mod:`vitfree.costs` (the per-exit cost record), :mod:`vitfree.errors` (one root
   exception), :mod:`vitfree.synthetic` (IJB-shaped synthetic data, labelled so).
 - The protocols and formats are described in ``docs/protocols.md``.

@@ -41,6 +41,7 @@ __all__ = [
     "IJBOptions",
     "PairSetResult",
     "evaluate_ijb_exits",
+    "evaluate_ijb_modes",
     "evaluate_pairset_embeddings",
 ]
 
@@ -56,6 +57,8 @@ class IJBOptions:
         normalize_images: L2-normalise each image vector first.
         fars: FAR targets of the 1:1 table; fpirs, ranks: of the 1:N table.
         search: faiss search kind for 1:N ("flat" exact, "ivf", "hnsw").
+        tar_rule: the TAR@FAR rule the table shows, "nearest" (the community's) or
+            "at_most"; results.json always has both (docs/protocols.md §3.7).
     """
 
     use_flip: bool = True
@@ -65,6 +68,13 @@ class IJBOptions:
     fpirs: Sequence[float] = DEFAULT_FPIRS
     ranks: Sequence[int] = DEFAULT_RANKS
     search: str = "flat"
+    tar_rule: str = "nearest"
+
+    @property
+    def mode(self) -> str:
+        """The N/D/F name of these switches (``"N0D1F1"``: no normalisation, detector
+        score, flip), as ``ijb_evals.py -B`` prints it (docs/reproduce.md)."""
+        return f"N{self.normalize_images:d}D{self.use_faceness:d}F{self.use_flip:d}"
 
 
 @dataclass
@@ -78,6 +88,8 @@ class ExitResult:
         identification: the 1:N results, or None when not run.
         cost: the exit's cost record, when known.
         seconds: wall time of this exit's evaluation.
+        mode: the N/D/F mode (``"N0D1F1"``) of a multi-mode evaluation
+            (:func:`evaluate_ijb_modes`), else None.
     """
 
     label: str
@@ -86,6 +98,7 @@ class ExitResult:
     identification: IJBIdentificationResult | None
     cost: ExitCost | None = None
     seconds: float = 0.0
+    mode: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form, as in ``results.json``."""
@@ -94,6 +107,8 @@ class ExitResult:
             "exit": self.exit,
             "cost": self.cost.as_dict() if self.cost is not None else {},
         }
+        if self.mode is not None:
+            out["mode"] = self.mode
         out["verification"] = self.verification.as_dict()
         if self.identification is not None:
             out["identification"] = self.identification.as_dict()
@@ -161,6 +176,52 @@ def evaluate_ijb_exits(
             )
         results.append(ExitResult(fs.label, fs.exit, ver, ident, fs.cost, time.perf_counter() - t0))
     return results
+
+
+def evaluate_ijb_modes(
+    feature_sets: Sequence[FeatureSet],
+    meta: IJBMeta,
+    onen: IJB1N | None,
+    options: IJBOptions,
+    modes: Sequence[str],
+    progress: Callable[[str], None] | None = None,
+) -> list[ExitResult]:
+    """:func:`evaluate_ijb_exits` once per N/D/F mode, from the same features.
+
+    Image and flip features are kept apart in a feature store, so one extraction gives
+    every mode; each mode's results equal a separate run with that mode's switches.
+
+    Args:
+        feature_sets, meta, onen, progress: as in :func:`evaluate_ijb_exits`.
+        options: FARs, FPIRs, ranks, search and TAR rule; its N/D/F switches are replaced
+            by each mode's.
+        modes: mode names (``"N1D1F1"``, ...; :data:`vitfree.reproduce.ALL_MODES`).
+
+    Returns:
+        The results mode by mode, each mode's exits in order; ``mode`` is set on each and,
+        with more than one mode, the label reads ``"N1D1F1 exit 12"``.
+    """
+    import dataclasses
+    import re
+
+    out: list[ExitResult] = []
+    for name in modes:
+        m = re.fullmatch(r"N([01])D([01])F([01])", str(name).strip().upper())
+        if m is None:
+            raise InputError(f"mode {name!r} is not N{{0,1}}D{{0,1}}F{{0,1}} (e.g. N0D1F1)")
+        opts = dataclasses.replace(
+            options,
+            normalize_images=m.group(1) == "1",
+            use_faceness=m.group(2) == "1",
+            use_flip=m.group(3) == "1",
+        )
+        res = evaluate_ijb_exits(feature_sets, meta, onen, opts, progress)
+        for r in res:
+            r.mode = opts.mode
+            if len(modes) > 1:
+                r.label = f"{opts.mode} {r.label}"
+        out += res
+    return out
 
 
 @dataclass

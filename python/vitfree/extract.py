@@ -71,6 +71,8 @@ from vitfree.errors import IJBFormatError, InputError, StoreError
 from vitfree.faces import ArrayFaces, FaceBatch, IJBCrops, face_batches
 from vitfree.inference import check_face_model, embed_batch
 from vitfree.models import VisionTransformer, exit_cost_records
+from vitfree.models.onnx import OnnxModel
+from vitfree.reproduce import FaceInput
 from vitfree.runtime import Dist, Runtime, default_workers, dist_setup, runtime
 from vitfree.store import (
     FEATURE_FORMAT,
@@ -187,6 +189,7 @@ class _Loop:
     progress: bool
     max_batches: int | None
     on_batch: Callable[[int], None] | None
+    face_input: FaceInput = dataclasses.field(default_factory=FaceInput)
 
 
 def _bad_image_error(
@@ -212,7 +215,7 @@ def _bad_image_error(
 
 
 def _run_loader(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     store: FeatureStore,
     crops: IJBCrops,
     exits: list[int],
@@ -262,7 +265,8 @@ def _run_loader(
             b = len(batch)
             t_model = time.perf_counter()
             embs = embed_batch(
-                model, batch, exits, rt, lambda r: f"IJB image {crops.path(r)} (meta row {r})"
+                model, batch, exits, rt, lambda r: f"IJB image {crops.path(r)} (meta row {r})",
+                scaling=loop.face_input.pixel_scaling,
             )
             model_s += time.perf_counter() - t_model
             feats: dict[int, npt.NDArray[np.float32]] = {}
@@ -304,7 +308,7 @@ def _run_loader(
 
 
 def extract_ijb(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     root: str | os.PathLike[str] | None,
     out: str | os.PathLike[str],
     *,
@@ -325,6 +329,7 @@ def extract_ijb(
     progress: bool = True,
     max_batches: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    face_input: FaceInput | None = None,
 ) -> ExtractResult:
     """Extract image and flip features of every IJB-B/C image at the requested exits.
 
@@ -363,6 +368,12 @@ def extract_ijb(
         max_batches: stop after this many batches (for partial runs and tests); the store
             stays resumable.
         on_batch: called with the number of batches done after each batch (a test hook).
+        face_input: alignment arithmetic and template, and pixel scaling
+            (:class:`vitfree.reproduce.FaceInput`; default: float64 alignment to the
+            docs/protocols.md §3.3 template and ``(x/255-0.5)/0.5``; a preset's come from
+            :func:`vitfree.reproduce.apply_preset`).  Recorded in the manifest: resuming
+            with other settings is refused.  Image and flip features are stored apart, so
+            every N/D/F mode can be evaluated from one extraction.
 
     Returns:
         :class:`ExtractResult`.
@@ -397,8 +408,9 @@ def extract_ijb(
     try:
         workers = default_workers(ctx.world) if num_workers is None else int(num_workers)
         loop = _Loop(
-            batch_size, workers, skip_bad, use_damaged, save_every, progress, max_batches, on_batch
-        )
+            batch_size, workers, skip_bad, use_damaged, save_every, progress, max_batches,
+            on_batch, face_input or FaceInput(),
+        )  # fmt: skip
         return _extract(
             model, meta, Path(out), wanted, rt, ctx, loop,
             model_path=model_path, overwrite=overwrite, shard=shard,
@@ -408,16 +420,38 @@ def extract_ijb(
 
 
 def _manifest(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     meta: IJBMeta,
     exits: list[int],
     rt: Runtime,
     skip_bad: bool,
     model_path: str | os.PathLike[str] | None,
+    face_input: FaceInput | None = None,
 ) -> Manifest:
     """The manifest of an IJB feature store of ``model`` at ``exits``: identity and costs."""
     from vitfree.models import model_fingerprint
 
+    face_input = face_input or FaceInput()
+    if isinstance(model, OnnxModel):
+        return Manifest(
+            exits=exits,
+            n_images=len(meta),
+            dim=int(model.num_features),
+            flip=True,
+            amp=rt.amp,
+            model_fingerprint=model.fingerprint(),
+            model_config={"onnx": model.path.name, "input": model.input_name,
+                          "output": model.output_name, "depth": model.depth},
+            images_digest=_images_digest(meta),
+            dataset=meta.dataset,
+            meta_dir=str(meta.meta_dir),
+            image_dir=str(meta.image_dir),
+            model={"arch": "onnx", "checkpoint": str(model.path.resolve()), "depth": model.depth,
+                   "exit_heads": [], "config": model.describe()},
+            skip_bad=skip_bad,
+            rows_order="face_tid_mid.txt",
+            face_input=face_input.as_dict(),
+        )  # fmt: skip
     return Manifest(
         exits=exits,
         n_images=len(meta),
@@ -440,11 +474,12 @@ def _manifest(
         costs={c.exit: c for c in exit_cost_records(model, exits)},
         skip_bad=skip_bad,
         rows_order="face_tid_mid.txt",
+        face_input=face_input.as_dict(),
     )
 
 
 def _extract(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     meta: IJBMeta,
     out: Path,
     exits: list[int],
@@ -459,7 +494,7 @@ def _extract(
     n = len(meta)
     dim = int(model.num_features)
     model.to(rt.device).eval()
-    manifest = _manifest(model, meta, exits, rt, loop.skip_bad, model_path)
+    manifest = _manifest(model, meta, exits, rt, loop.skip_bad, model_path, loop.face_input)
     names = meta.names
     rows_all = np.arange(n, dtype=np.int64)
     desc = f"{meta.dataset} exits {','.join(map(str, exits))}"
@@ -508,7 +543,7 @@ def _extract(
 
 
 def _extract_distributed(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     meta: IJBMeta,
     out: Path,
     exits: list[int],
@@ -611,7 +646,7 @@ class _Checked:
 
 
 def _extract_store(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     store: FeatureStore,
     meta: IJBMeta,
     exits: list[int],
@@ -633,8 +668,9 @@ def _extract_store(
         pending = store.pending()
         if pending.size:
             crops = IJBCrops(
-                meta=meta, indices=pending, normalize=False, skip_bad=True, lenient=loop.use_damaged
-            )
+                meta=meta, indices=pending, normalize=False, skip_bad=True,
+                lenient=loop.use_damaged, face_input=loop.face_input,
+            )  # fmt: skip
             extracted, bad_run = _run_loader(model, store, crops, exits, rt, loop, desc, meta.names)
             bad += bad_run
     finally:

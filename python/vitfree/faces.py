@@ -33,6 +33,7 @@ from vitfree.data.align import ALIGNED_SIZE, align_face, landmark_problems
 from vitfree.data.ijb import IJBMeta, load_ijb_meta
 from vitfree.data.images import DamagedImageError, decode_image, probe_images
 from vitfree.errors import IJBFormatError, InputError
+from vitfree.reproduce import FaceInput
 from vitfree.runtime import worker_context
 
 __all__ = ["ArrayFaces", "FaceBatch", "IJBCrops", "face_batches"]
@@ -79,6 +80,9 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
         normalize: return float32 ``(x/255-0.5)/0.5`` instead of uint8.
         skip_bad: substitute zeros for unreadable images instead of raising.
         lenient: use damaged images as decoded (flagged with status 2) instead of refusing.
+        face_input: alignment (arithmetic and template) and the pixel scaling of
+            ``normalize=True`` (:class:`vitfree.reproduce.FaceInput`; default float64
+            alignment to the docs/protocols.md §3.3 template, ``(x/255-0.5)/0.5``).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
         normalize: bool = True,
         skip_bad: bool = False,
         lenient: bool = False,
+        face_input: FaceInput | None = None,
     ) -> None:
         if meta is None:
             if root is None:
@@ -110,6 +115,7 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
         self.normalize = normalize
         self.skip_bad = skip_bad
         self.lenient = lenient
+        self.face_input = face_input or FaceInput()
         self.skipped: list[int] = []
 
     def __len__(self) -> int:
@@ -138,7 +144,8 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
         except DamagedImageError as e:
             raise IJBFormatError(f"cannot decode IJB image {path} (meta row {row}): {e}") from None
         try:
-            face = align_face(img, self.landmarks[row])
+            fi = self.face_input
+            face = align_face(img, self.landmarks[row], template=fi.template, dtype=fi.align_dtype)
         except Exception as e:  # noqa: BLE001 - ValueError for landmarks, cv2.error for odd images
             raise IJBFormatError(
                 f"IJB image {path} (meta row {row}, landmark line {row + 1}): {e}"
@@ -176,6 +183,8 @@ class IJBCrops(Dataset):  # type: ignore[type-arg]
     def _to_tensor(self, rgb: npt.NDArray[np.uint8]) -> torch.Tensor:
         chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         if self.normalize:
+            if self.face_input.pixel_scaling == "div128":
+                return (chw.to(torch.float32) - 127.5) * 0.0078125
             return (chw.to(torch.float32) / 255.0 - 0.5) / 0.5
         return chw
 

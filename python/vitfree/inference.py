@@ -9,7 +9,10 @@ device are the same everywhere:
   :meth:`VisionTransformer.forward_exits`: one pass up to the deepest exit gives every
   requested exit (docs/protocols.md §2, §3, §5);
 * uint8 RGB faces are normalised as ``(x / 255 - 0.5) / 0.5`` on the model's device
-  (:func:`vitfree.models.preprocess`);
+  (:func:`vitfree.models.preprocess`), or ``(x - 127.5) * 0.0078125`` with
+  ``scaling="div128"`` (insightface ``ijb_evals.py``, docs/reproduce.md);
+* an ONNX model (:class:`vitfree.models.onnx.OnnxModel`) runs the same 2B batch through
+  onnxruntime and gives its final embedding only;
 * ``--amp`` autocast comes from the :class:`vitfree.runtime.Runtime`; features come back as
   float32 numpy arrays whatever the precision.
 """
@@ -26,6 +29,7 @@ import torch
 from vitfree.errors import InputError, InputTypeError, NonFiniteFeaturesError
 from vitfree.faces import FaceBatch
 from vitfree.models import VisionTransformer, preprocess
+from vitfree.models.onnx import OnnxModel
 from vitfree.runtime import Runtime
 
 __all__ = ["ExitFeatures", "check_face_model", "embed_batch"]
@@ -46,8 +50,16 @@ class ExitFeatures:
     flips: npt.NDArray[np.float32]
 
 
-def check_face_model(model: VisionTransformer, size: int = FACE_SIZE) -> None:
-    """Raise unless ``model`` is a vitfree face ViT taking ``size`` x ``size`` RGB crops."""
+def check_face_model(model: VisionTransformer | OnnxModel, size: int = FACE_SIZE) -> None:
+    """Raise unless ``model`` is a vitfree face ViT (or an ONNX face model) taking ``size`` x
+    ``size`` RGB crops."""
+    if isinstance(model, OnnxModel):
+        if model.img_size != size:
+            raise InputError(
+                f"{model.describe()}: it takes {model.img_size}x{model.img_size} inputs, but "
+                f"aligned faces are 3x{size}x{size}"
+            )
+        return
     if not isinstance(model, VisionTransformer):
         raise InputTypeError(f"expected a vitfree.models.VisionTransformer, got {type(model).__name__}")
     if model.img_size != size or model.in_chans != 3:
@@ -59,11 +71,12 @@ def check_face_model(model: VisionTransformer, size: int = FACE_SIZE) -> None:
 
 
 def embed_batch(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     batch: FaceBatch,
     exits: Sequence[int],
     rt: Runtime,
     describe: Callable[[int], str] | None = None,
+    scaling: str = "div255",
 ) -> dict[int, ExitFeatures]:
     """Features of ``batch`` (images and flips) at each of ``exits``, from one pass.
 
@@ -73,6 +86,8 @@ def embed_batch(
         exits: 1-based exits (resolved; see :func:`vitfree.models.resolve_exits`).
         rt: device and precision.
         describe: names the face of a source row in an error (default: "row N").
+        scaling: pixel scaling, ``"div255"`` or ``"div128"``
+            (:data:`vitfree.models.preprocess.PIXEL_SCALINGS`).
 
     Returns:
         ``{exit: ExitFeatures}``, rows in batch order.
@@ -82,13 +97,21 @@ def embed_batch(
             not ok are zeros and are not checked), naming the first face and exit.
     """
     b = len(batch)
-    x = torch.cat([batch.images, batch.flipped]).to(rt.device, non_blocking=True)
-    x = preprocess(x.permute(0, 2, 3, 1), dtype=model.pos_embed.dtype)
-    with torch.inference_mode(), rt.autocast():
-        embs = model.forward_exits(x, list(exits))
+    embs: dict[int, torch.Tensor | np.ndarray]
+    if isinstance(model, OnnxModel):
+        x = torch.cat([batch.images, batch.flipped])
+        x = preprocess(x.permute(0, 2, 3, 1), scaling=scaling)
+        final = model.embed(x.numpy())
+        embs = {k: final for k in model.resolve_exits(list(exits))}
+    else:
+        x = torch.cat([batch.images, batch.flipped]).to(rt.device, non_blocking=True)
+        x = preprocess(x.permute(0, 2, 3, 1), dtype=model.pos_embed.dtype, scaling=scaling)
+        with torch.inference_mode(), rt.autocast():
+            embs = dict(model.forward_exits(x, list(exits)))
     out = {}
     for k in exits:
-        e = embs[k].float().cpu().numpy()
+        ek = embs[k]
+        e = ek if isinstance(ek, np.ndarray) else ek.float().cpu().numpy()
         fin = np.isfinite(e).all(axis=1)
         bad = ~(fin[:b] & fin[b:]) & batch.ok
         if bad.any():

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     from vitfree.data.bins import PairSet
     from vitfree.data.ijb import IJB1N, IJBMeta
     from vitfree.models import VisionTransformer
+    from vitfree.models.onnx import OnnxModel
+    from vitfree.reproduce import Reproduction
 
 __all__ = [
     "Evaluation",
@@ -87,11 +89,21 @@ class Evaluation:
     files: list[Path] = field(default_factory=list)
 
     def table(self) -> str:
-        """The fixed-width per-exit table the command line prints."""
+        """The fixed-width per-exit table the command line prints (IJB with several N/D/F
+        modes: one table per mode, as ``ijb_evals.py -B`` prints them)."""
         from vitfree.report import format_bin_table, format_ijb_table
 
         if self.kind == "ijb":
-            return format_ijb_table(self.results, self.title)
+            rule = str((self.info.get("options") or {}).get("tar_rule", "nearest"))
+            modes = list(dict.fromkeys(getattr(r, "mode", None) for r in self.results))
+            if len(modes) <= 1:
+                return format_ijb_table(self.results, self.title, rule)
+            return "\n\n".join(
+                format_ijb_table(
+                    [r for r in self.results if r.mode == m], f"{self.title} [{m}]", rule
+                )
+                for m in modes
+            )
         return format_bin_table(self.results, self.title)
 
 
@@ -130,15 +142,32 @@ def _evaluate_ijb_sets(
     info: Mapping[str, Any],
     progress: bool,
     loaded: tuple[IJBMeta, IJB1N | None] | None = None,
+    reproduction: Reproduction | None = None,
+    extra: Sequence[Any] = (),
 ) -> Evaluation:
-    """The IJB 1:1 (+ 1:N) protocols on feature sets, then results.json/csv and plots."""
+    """The IJB 1:1 (+ 1:N) protocols on feature sets, then results.json/csv and plots.
+
+    With ``reproduction`` its modes, FARs, FPIRs and TAR rule replace those of ``options``
+    and it is recorded under ``info.reproduce``; several modes give one result per mode and
+    exit (:func:`vitfree.evaluate.evaluate_ijb_modes`)."""
+    from vitfree.evaluate import evaluate_ijb_modes
     from vitfree.report import plot_ijb, save_ijb
 
     meta, onen = loaded if loaded is not None else _read_ijb(meta_root, dataset, one_n)
-    steps = len(sets) * (2 if onen is not None else 1)
+    modes: tuple[str, ...] | None = None
+    if reproduction is not None:
+        options = reproduction.options(base=options)
+        modes = reproduction.modes
+    steps = len(sets) * (2 if onen is not None else 1) * (len(modes) if modes else 1)
     step, bar = _progress(steps, "evaluating", progress)
     try:
-        results = evaluate_ijb_exits(sets, meta, onen, options, progress=step)
+        if modes is not None:
+            results = evaluate_ijb_modes(sets, meta, onen, options, modes, progress=step)
+        else:
+            results = evaluate_ijb_exits(sets, meta, onen, options, progress=step)
+        for r in extra:  # rows computed by the caller (dynamic exits), under the first mode
+            r.mode = r.mode or (results[0].mode if results else None)
+        results = [*results, *extra]
         bar.update(steps - bar.n)
     finally:
         bar.close()
@@ -148,15 +177,55 @@ def _evaluate_ijb_sets(
         "normalize_images": options.normalize_images,
         "fars": list(options.fars),
         "search": options.search,
+        "fpirs": list(options.fpirs),
+        "tar_rule": options.tar_rule,
+        "modes": list(modes) if modes else [options.mode],
     }
     full_info = dict(info, dataset=dataset, options=opts, meta=str(meta.meta_dir))
+    if reproduction is not None:
+        full_info["reproduce"] = reproduction.as_dict()
     ev = Evaluation("ijb", results, title, full_info)
     if out is not None:
         ev.files = save_ijb(results, out, full_info)
         if plots:
-            ev.files += plot_ijb(results, out, title)
+            # one curve per exit: with several modes, the first mode's (the preset's own
+            # mode comes first when it is among them)
+            main_mode = results[0].mode if results else None
+            if modes and reproduction is not None and reproduction.preset.conventions.modes[0] in modes:
+                main_mode = reproduction.preset.conventions.modes[0]
+            shown = [r for r in results if r.mode == main_mode] if modes and len(modes) > 1 else results
+            ev.files += plot_ijb(shown, out, title + (f" [{main_mode}]" if modes and len(modes) > 1 else ""))
         log.info("wrote %s", ", ".join(str(p) for p in ev.files))
     return ev
+
+
+def _explicit_options(options: IJBOptions | None) -> dict[str, Any]:
+    """The protocol settings of ``options`` that differ from :class:`IJBOptions` ' defaults:
+    explicit choices that override a preset (:func:`vitfree.reproduce.apply_preset`)."""
+    if options is None:
+        return {}
+    base = IJBOptions()
+    out: dict[str, Any] = {}
+    for f in ("normalize_images", "use_faceness", "use_flip", "tar_rule"):
+        if getattr(options, f) != getattr(base, f):
+            out[f] = getattr(options, f)
+    for f in ("fars", "fpirs"):
+        if tuple(float(x) for x in getattr(options, f)) != tuple(getattr(base, f)):
+            out[f] = tuple(getattr(options, f))
+    return out
+
+
+def _reproduction(
+    reproduce: str | Reproduction | None, options: IJBOptions | None, modes: Any
+) -> Reproduction:
+    """``reproduce`` (a preset name or a :class:`vitfree.reproduce.Reproduction`) under the
+    explicit settings of ``options`` and ``modes``."""
+    from vitfree.reproduce import DEFAULT_PRESET, apply_preset
+
+    over = _explicit_options(options)
+    if modes is not None:
+        over["modes"] = modes
+    return apply_preset(reproduce if reproduce is not None else DEFAULT_PRESET, **over)
 
 
 def _read_ijb(root: Any, dataset: str, one_n: bool) -> tuple[IJBMeta, IJB1N | None]:
@@ -190,6 +259,8 @@ def evaluate_features(
     one_n: bool = True,
     plots: bool = True,
     progress: bool = True,
+    reproduce: str | Reproduction | None = None,
+    modes: str | Sequence[str] | None = None,
 ) -> Evaluation:
     """IJB-B/C 1:1 and 1:N of saved per-exit features (``vitfree eval features``).
 
@@ -201,12 +272,31 @@ def evaluate_features(
         dataset: "IJBC" or "IJBB".
         exits: only these exits of a store.
         flip_halves: arrays are (N, 2D) image + flip halves (insightface's saved format).
-        options: the protocol (:class:`IJBOptions`; default: the community setting).
+        options: the protocol (:class:`IJBOptions`; default: the community setting); its
+            N/D/F switches, FARs, FPIRs and TAR rule, where they differ from the defaults,
+            override the preset.
         one_n: also run 1:N when the csvs exist.
         plots: write roc.png and accuracy_vs_cost.png.
         progress: show a progress bar.
+        reproduce: a preset, ``"eval_ijbc"`` (default) or ``"ijb_evals"``, or a
+            :class:`vitfree.reproduce.Reproduction` (:func:`vitfree.reproduce.apply_preset`):
+            its modes, TAR rule and FAR/FPIR grids apply (its alignment and pixel scaling
+            were the extraction's business; a store's manifest records them).
+        modes: N/D/F modes, e.g. ``"all"`` (the eight of ``ijb_evals.py -B``) or
+            ``["N0D1F1", "N1D1F1"]``: one result per mode and exit from the same features.
     """
     sets = load_feature_sets(features, flip_halves=flip_halves, exits=None if exits is None else list(exits))
+    repro = _reproduction(reproduce, options, modes)
+    info: dict[str, Any] = {"features": str(features)}
+    stored = Manifest.read(features) if Path(features).is_dir() else None
+    if stored is not None and stored.format == "vitfree.features" and stored.done is not None:
+        from vitfree.store import LEGACY_FACE_INPUT
+
+        info["face_input"] = stored.face_input or dict(LEGACY_FACE_INPUT)
+        info["face_input_note"] = (
+            "how these features were aligned and scaled, from the store's manifest; a "
+            "preset's alignment and pixel scaling act at extraction only"
+        )
     return _evaluate_ijb_sets(
         sets,
         meta_root,
@@ -216,8 +306,9 @@ def evaluate_features(
         out=out,
         plots=plots,
         title=f"{dataset} from {features}",
-        info={"features": str(features)},
+        info=info,
         progress=progress,
+        reproduction=repro,
     )
 
 
@@ -241,25 +332,59 @@ def _costs_with_speed(
 
 
 def _model_info(
-    model: VisionTransformer, model_path: Any, device: Any, amp: str | None, **more: Any
+    model: VisionTransformer | OnnxModel, model_path: Any, device: Any, amp: str | None, **more: Any
 ) -> tuple[str, dict[str, Any]]:
     """The report title's model part ("vit_s (model.pt)") and the run's description."""
+    from vitfree.models.onnx import OnnxModel
     from vitfree.runtime import resolve_device
 
-    arch = model.arch or model.config.describe()
+    if isinstance(model, OnnxModel):
+        more = {"runtime": model.describe(), **more}
+        if model_path is None:
+            model_path = model.path
+        arch = model.arch
+    else:
+        arch = model.arch or model.config.describe()
     name = Path(model_path).name if model_path is not None else "in memory"
+    heads = None if isinstance(model, OnnxModel) else _exit_heads_info(model)
     info = {
         "model": str(model_path) if model_path is not None else None,
         "arch": arch,
+        **({"exit_heads": heads} if heads else {}),
         **more,
         "device": str(resolve_device(device)),
         "amp": amp,
     }
+    if heads:
+        label = Path(heads["file"]).name if heads["file"] else "in memory"
+        kinds = ",".join(sorted(set(heads["kinds"].values())))
+        name += f" + {kinds} exit heads ({label}) at exits {','.join(heads['kinds'])}"
     return f"{arch} ({name})", info
 
 
+def _install_exit_heads(model: Any, path: str | os.PathLike[str] | None) -> None:
+    """Load an exit-heads file onto ``model`` (the ``exit_heads=`` of the pipelines)."""
+    if path is None:
+        return
+    from vitfree.models.onnx import OnnxModel
+
+    if isinstance(model, OnnxModel):
+        raise InputError(f"exit heads ({path}) do not apply to an ONNX model: it has no exits")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"exit-heads file not found: {path}")
+    model.load_exit_heads(path)
+
+
+def _exit_heads_info(model: VisionTransformer) -> dict[str, Any] | None:
+    """Which exit-specific heads the model uses, for ``results.json`` (None: none)."""
+    if not len(model.exit_heads):
+        return None
+    kinds = {str(k): h.kind for k, h in sorted(model.exit_heads.items(), key=lambda kv: int(kv[0]))}
+    return {"file": getattr(model, "exit_heads_file", None), "kinds": kinds}
+
+
 def evaluate_ijb(
-    model: VisionTransformer,
+    model: VisionTransformer | OnnxModel,
     root: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
@@ -279,6 +404,10 @@ def evaluate_ijb(
     model_path: str | os.PathLike[str] | None = None,
     plots: bool = True,
     progress: bool = True,
+    reproduce: str | Reproduction | None = None,
+    exit_heads: str | os.PathLike[str] | None = None,
+    modes: str | Sequence[str] | None = None,
+    policy: Any = None,
 ) -> Evaluation | None:
     """Evaluate a checkpoint on IJB-B/C at every exit (``vitfree eval ijbc|ijbb``).
 
@@ -287,7 +416,8 @@ def evaluate_ijb(
     speed unless ``speed=False``) in the store, then runs the 1:1 and 1:N protocols.
 
     Args:
-        model: the face ViT (:func:`vitfree.models.load`).
+        model: the face ViT (:func:`vitfree.models.load`), or an ONNX model
+            (:func:`vitfree.models.onnx.load_onnx`: final embedding only, no exits).
         root: folder holding ``IJBC/`` (with ``loose_crop/`` and ``meta/``), the dataset
             folder, or its meta folder.
         out: output folder: ``features/``, results.json, results.csv, plots.
@@ -298,6 +428,22 @@ def evaluate_ijb(
         options, one_n, plots, progress: as in :func:`evaluate_features`.
         speed: measure latency and throughput per exit (the "speed-up" column).
         model_path: the checkpoint file, recorded in the manifest and the report.
+        reproduce: the community script to reproduce (:mod:`vitfree.reproduce`):
+            ``"eval_ijbc"`` (default; arcface_torch ``eval_ijbc.py``) or ``"ijb_evals"``
+            (insightface ``ijb_evals.py``), or a :class:`vitfree.reproduce.Reproduction`
+            with explicit overrides (:func:`vitfree.reproduce.apply_preset`).  It sets the
+            alignment arithmetic and template, the pixel scaling, the N/D/F mode(s), the TAR
+            rule and the FAR/FPIR grids; settings of ``options`` that differ from the
+            defaults override it.  ``results.json`` records it under ``info.reproduce``.
+        modes: N/D/F modes, e.g. ``"all"``: one result per mode and exit from the one
+            extraction (as :func:`evaluate_features`).
+        exit_heads: an exit-heads file (``vitfree finetune``) to load onto the model first
+            (:meth:`VisionTransformer.load_exit_heads`: trained on this backbone, else
+            :class:`~vitfree.errors.CheckpointError`); heads already installed count too.
+            ``results.json`` names the file and the head kinds under ``info.exit_heads``.
+        policy: a dynamic-exit policy or policy file (:mod:`vitfree.dynamic`, calibrated for
+            this model): adds its row next to the static exits (face policies: every image at
+            its own exit; ``cascade``: pairs decided exit by exit) and ``info.dynamic``.
 
     Returns:
         The :class:`Evaluation` on rank 0; None on the other ranks of a torchrun launch.
@@ -307,8 +453,24 @@ def evaluate_ijb(
     """
     from vitfree.errors import StoreError
     from vitfree.extract import extract_ijb
+    from vitfree.models.onnx import OnnxModel
 
-    wanted = list(exits) if exits is not None else default_exits(model.depth)
+    repro = _reproduction(reproduce, options, modes)
+    _install_exit_heads(model, exit_heads)
+    onnx = isinstance(model, OnnxModel)
+    if isinstance(model, OnnxModel):
+        wanted = model.resolve_exits(None if exits is None else list(exits))  # final only
+    else:
+        wanted = list(exits) if exits is not None else default_exits(model.depth)
+    pol = None
+    if policy is not None:
+        from vitfree.dynamic import resolve_policy
+
+        if onnx:
+            raise InputError("dynamic exits (policy) need a vitfree model with exits, not an ONNX graph")
+        pol = resolve_policy(policy, model)  # type: ignore[arg-type]
+        if not pol.is_face_policy:  # the cascades work on the static exits' features
+            wanted = sorted(set(model.resolve_exits(wanted)) | set(pol.exits))  # type: ignore[union-attr]
     feats_dir = Path(out) / "features"
     # every meta file (pairs, 1:N csvs against face_tid_mid) is checked before extraction:
     # a bad pair file must not cost an hour of features first
@@ -330,6 +492,7 @@ def evaluate_ijb(
         overwrite=overwrite,
         shard=shard,
         progress=progress,
+        face_input=repro.face_input,
     )
     if res.rank != 0:
         return None  # under torchrun, rank 0 evaluates
@@ -340,9 +503,13 @@ def evaluate_ijb(
         res.n_images, res.exits, feats_dir, res.extracted, res.images_per_s, res.resumed,
     )  # fmt: skip
     manifest = Manifest.read(feats_dir) or Manifest(exits=res.exits)
-    manifest.costs = _costs_with_speed(model, res.exits, speed, device, amp)
-    manifest.write(feats_dir)
+    if not isinstance(model, OnnxModel):  # an ONNX graph has no FLOP count or exits to time
+        manifest.costs = _costs_with_speed(model, res.exits, speed, device, amp)
+        manifest.write(feats_dir)
     sets = load_feature_sets(feats_dir, exits=res.exits)
+    if onnx:
+        for fs in sets:
+            fs.label = "final (ONNX)" if fs.exit == 0 else f"exit {fs.exit} (ONNX, final)"
     names = _image_names(manifest)
     bad_images = [
         {
@@ -358,6 +525,15 @@ def evaluate_ijb(
         features=str(feats_dir), exits=res.exits, skipped_images=len(res.skipped_rows),
         damaged_images_used=len(res.damaged_rows), bad_images=bad_images,
     )  # fmt: skip
+    extra: list[Any] = []
+    if pol is not None:
+        from vitfree.dynamic import dynamic_ijb_results
+
+        extra, info["dynamic"] = dynamic_ijb_results(
+            pol, model, meta, onen, sets, repro.options(base=options or IJBOptions()),  # type: ignore[arg-type]
+            batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
+            skipped_rows=res.skipped_rows, speed=speed, progress=progress, face_input=repro.face_input,
+        )  # fmt: skip
     return _evaluate_ijb_sets(
         sets,
         root,
@@ -370,6 +546,8 @@ def evaluate_ijb(
         info=info,
         progress=progress,
         loaded=(meta, onen),
+        reproduction=repro,
+        extra=extra,
     )
 
 
@@ -434,6 +612,8 @@ def evaluate_pairsets(
     model_path: str | os.PathLike[str] | None = None,
     plots: bool = True,
     progress: bool = True,
+    exit_heads: str | os.PathLike[str] | None = None,
+    policy: Any = None,
 ) -> Evaluation:
     """10-fold accuracy and VAL@FAR of ``.bin`` sets or pair lists at every exit
     (``vitfree eval bin|pairs``).
@@ -446,19 +626,28 @@ def evaluate_pairsets(
         exits: 1-based exits; default :func:`default_exits`.
         n_folds, far: the protocol.
         resize: pair lists only: resize images that are not 112x112.
-        device, amp, speed, batch_size, model_path, plots, progress: as in
+        device, amp, speed, batch_size, model_path, plots, progress, exit_heads: as in
             :func:`evaluate_ijb`.
+        policy: a face policy or policy file (:mod:`vitfree.dynamic`): adds, per set, a
+            row of embeddings taken at each face's own exit, and ``info.dynamic``.
     """
     from vitfree.data import load_bin, load_pair_list
     from vitfree.report import plot_bin, save_bin
 
     if kind not in ("bin", "pairs"):
         raise InputError(f"kind must be 'bin' or 'pairs', got {kind!r}")
+    _install_exit_heads(model, exit_heads)
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError("not found: " + ", ".join(missing))
     wanted = list(exits) if exits is not None else default_exits(model.depth)
     wanted = sorted(set(model.resolve_exits(wanted)))
+    pol = None
+    if policy is not None:
+        from vitfree.dynamic import dynamic_pairset_results, resolve_policy
+
+        pol = resolve_policy(policy, model)
+    dyn_info: list[dict[str, Any]] = []
     sets = [load_bin(f) if kind == "bin" else load_pair_list(f, resize=resize) for f in files]
     costs = _costs_with_speed(model, wanted, speed, device, amp)
     results: list[PairSetResult] = []
@@ -476,10 +665,19 @@ def evaluate_pairsets(
             amp=amp,
             progress=progress,
         )
+        if pol is not None:
+            dyn, d_info = dynamic_pairset_results(
+                pol, model, ps, name=Path(f).stem, batch_size=batch_size, n_folds=n_folds,
+                far_target=far, amp=amp, progress=progress,
+            )  # fmt: skip
+            results += dyn
+            dyn_info.append(d_info)
     title, info = _model_info(
         model, model_path, device, amp,
         files=[str(f) for f in files], exits=wanted, folds=n_folds, far=far,
     )  # fmt: skip
+    if pol is not None:
+        info["dynamic"] = {"policy": pol.describe(), "sets": dyn_info}
     ev = Evaluation("pairs", results, title, info)
     if out is not None:
         ev.files = save_bin(results, out, info)

@@ -60,13 +60,14 @@ def _figure() -> Any:
     return fig, fig.subplots()
 
 
-def ijb_rows(results: Sequence[ExitResult]) -> list[dict[str, Any]]:
-    """One flat dict per exit: TAR@FAR in percent (community rule), AUC, 1:N, cost."""
+def ijb_rows(results: Sequence[ExitResult], rule: str = "nearest") -> list[dict[str, Any]]:
+    """One flat dict per exit: TAR@FAR in percent (by ``rule``: "nearest", the community
+    rule, or "at_most"), AUC, 1:N, cost."""
     rows = []
     for r in results:
         row: dict[str, Any] = {"exit": r.label}
         v = r.verification
-        for far, tar in zip(v.fars, v.nearest.tar):
+        for far, tar in zip(v.fars, (v.at_most if rule == "at_most" else v.nearest).tar):
             row[f"TAR@{format_far(far)}"] = round(float(tar) * 100, 2)
         row["AUC"] = round(v.auc * 100, 3)
         if r.identification is not None:
@@ -80,9 +81,9 @@ def ijb_rows(results: Sequence[ExitResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def format_ijb_table(results: Sequence[ExitResult], title: str = "") -> str:
+def format_ijb_table(results: Sequence[ExitResult], title: str = "", rule: str = "nearest") -> str:
     """A fixed-width table of :func:`ijb_rows` (percent, two decimals)."""
-    rows = ijb_rows(results)
+    rows = ijb_rows(results, rule)
     if not rows:
         return "(no results)"
     cols = list(dict.fromkeys(k for row in rows for k in row))
@@ -98,7 +99,10 @@ def format_ijb_table(results: Sequence[ExitResult], title: str = "") -> str:
                 for c in cols
             )
         )
-    lines.append("TAR: nearest-FPR rule (insightface); results.json also has the strict FPR<=FAR rule.")
+    if rule == "at_most":
+        lines.append("TAR: strict FPR<=FAR rule; results.json also has the nearest-FPR rule (insightface).")
+    else:
+        lines.append("TAR: nearest-FPR rule (insightface); results.json also has the strict FPR<=FAR rule.")
     return "\n".join(lines)
 
 
@@ -126,7 +130,8 @@ def _write_results(out: str | os.PathLike[str], payload: dict[str, Any], rows: l
 def save_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], info: dict[str, Any]) -> list[Path]:
     """Write ``results.json`` (everything, both TAR rules) and ``results.csv`` (the table)."""
     payload = {"info": info, "exits": [r.as_dict() for r in results]}
-    return _write_results(out, payload, ijb_rows(results))
+    rule = str((info.get("options") or {}).get("tar_rule", "nearest"))
+    return _write_results(out, payload, ijb_rows(results, rule))
 
 
 def plot_ijb(results: Sequence[ExitResult], out: str | os.PathLike[str], title: str = "") -> list[Path]:

@@ -106,6 +106,15 @@ IDENTITY_FIELDS = {
     "images_digest": "image list (names and landmarks of the meta files)",
     "amp": "precision (--amp)",
     "flip": "flip features",
+    "face_input": "face preprocessing (alignment arithmetic and template, pixel scaling: --reproduce)",
+}
+
+#: What a store without a ``face_input`` record was extracted with (vitfree before presets):
+#: float64 alignment to the docs/protocols.md §3.3 template, ``(x / 255 - 0.5) / 0.5``.
+LEGACY_FACE_INPUT: dict[str, Any] = {
+    "align_dtype": "float64",
+    "template": "arcface",
+    "pixel_scaling": "div255",
 }
 
 
@@ -119,6 +128,10 @@ class Manifest:
     Description:
         dataset, meta_dir, image_dir, model (arch, checkpoint, depth, exit_heads, config),
         costs (``{exit: ExitCost}``), skip_bad, rows_order, synthetic.
+    ``face_input`` (identity too): how the faces were aligned and scaled
+    (:meth:`vitfree.reproduce.FaceInput.as_dict`); absent in stores written before it was
+    recorded, which were made as :data:`LEGACY_FACE_INPUT` says.  Image and flip features
+    are separate files, so every N/D/F mode can be computed from one store.
     Progress (written by extraction; ``done`` is None for stores not written that way):
         done ([[start, stop), ...] row ranges), n_done, complete, skipped
         (``{"count", "rows", "files"}``: unusable images, written as zeros), damaged_used
@@ -146,6 +159,7 @@ class Manifest:
     skip_bad: bool | None = None
     rows_order: str | None = None
     synthetic: bool | None = None
+    face_input: dict[str, Any] | None = None
     done: list[list[int]] | None = None
     n_done: int | None = None
     complete: bool | None = None
@@ -198,9 +212,13 @@ class Manifest:
         return _done_mask(self.done or [], n, Path(where))
 
     def identity(self) -> dict[str, Any]:
-        """The identity fields, as stored."""
+        """The identity fields, as stored (``face_input`` reduced to its three settings;
+        a store without one has :data:`LEGACY_FACE_INPUT`)."""
         d = self.to_dict()
-        return {k: d.get(k) for k in IDENTITY_FIELDS}
+        out = {k: d.get(k) for k in IDENTITY_FIELDS}
+        fi = d.get("face_input") or LEGACY_FACE_INPUT
+        out["face_input"] = {k: fi.get(k) for k in LEGACY_FACE_INPUT}
+        return out
 
     def identity_diff(self, other: Manifest) -> list[str]:
         """Human-readable differences of identity between ``self`` (stored) and ``other``."""

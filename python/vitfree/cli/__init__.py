@@ -9,6 +9,8 @@
     vitfree demo [--out OUT]                             the same on generated (synthetic) data
     vitfree synth faces|ijbc|bin|pairs --out DIR         SYNTHETIC faces in the real formats
     vitfree train --out DIR [--data synth|FOLDER]         a face ViT with a margin loss
+    vitfree dynamic calibrate --model CKPT --root DIR ...  a dynamic-exit policy file for --policy
+    vitfree finetune --model CKPT --exits 2,4 --out H.pt  exit-specific heads, backbone frozen
     vitfree analyze --model CKPT --data DATA --out DIR    depth analysis: tokens, CKA, attention, exits
 
 One module per command group: :mod:`vitfree.cli.eval` (``eval ...``), :mod:`vitfree.cli.demo`,
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +39,9 @@ import vitfree
 from vitfree._logging import set_verbosity
 from vitfree.cli import analyze as analyze_cmd
 from vitfree.cli import demo as demo_cmd
+from vitfree.cli import dynamic as dynamic_cmd
 from vitfree.cli import eval as eval_cmd
+from vitfree.cli import finetune as finetune_cmd
 from vitfree.cli import synth as synth_cmd
 from vitfree.cli import train as train_cmd
 from vitfree.errors import InputError, VitfreeError
@@ -57,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_parser(sub)
     synth_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
+    dynamic_cmd.add_parser(sub)
+    finetune_cmd.add_parser(sub)
     analyze_cmd.add_parser(sub)
     return parser
 
@@ -86,6 +93,8 @@ def _check_early(args: argparse.Namespace) -> None:
         out = Path(args.out)
         if getattr(args, "command", "") == "synth" and getattr(args, "kind", "") == "bin":
             _check_out(out.parent)  # --out is the .bin file itself
+        elif getattr(args, "command", "") == "finetune":
+            _check_out(out.parent)  # --out is the heads file itself
         else:
             _check_out(out)
 
@@ -97,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     file, a permission, a full disk) print one line; anything else keeps its traceback.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # the command as a user would type it: recorded in what training writes
+    args.command_line = shlex.join(["vitfree", *argv])
     set_verbosity(logging.INFO)
     try:
         _check_early(args)

@@ -10,9 +10,12 @@ from vitfree.cli.options import (
     add_ijb_protocol_options,
     add_model_options,
     add_output_options,
+    add_policy_option,
+    add_reproduce_options,
     ijb_options,
     int_list,
     load_model,
+    reproduction,
 )
 
 __all__ = ["add_parsers", "cmd_eval_features", "cmd_eval_ijb", "cmd_eval_pairsets"]
@@ -42,6 +45,7 @@ def add_parsers(sub: Any) -> None:
         help="arrays are (N, 2D): image features then flip features (insightface's saved format)",
     )
     add_ijb_protocol_options(feats)
+    add_reproduce_options(feats, images=False)
     add_output_options(feats, "out/eval")
     feats.set_defaults(func=cmd_eval_features)
 
@@ -59,7 +63,11 @@ def _add_model_eval_parsers(evsub: Any) -> None:
                 f"evaluate 1:1 verification and, when the 1:N csvs exist, 1:N identification. Prints the per-exit "
                 f"table with GFLOPs, relative FLOPs and measured speed-up; writes OUT/results.json, "
                 f"OUT/results.csv and plots. Under 'torchrun --nproc_per_node N -m vitfree eval {name} ...' every "
-                f"process extracts a shard (gloo on CPU, nccl on GPU) and rank 0 evaluates."
+                f"process extracts a shard (gloo on CPU, nccl on GPU) and rank 0 evaluates. "
+                f"--reproduce eval_ijbc|ijb_evals matches a community script convention for convention "
+                f"(docs/reproduce.md); --modes all gives the 8 N/D/F tables from one extraction. --model may "
+                f"be an .onnx file (run with onnxruntime, final embedding only) or a TorchScript .pt (its "
+                f"weights are read without running its code)."
             ),
         )
         p.add_argument(
@@ -101,6 +109,8 @@ def _add_model_eval_parsers(evsub: Any) -> None:
             help="under torchrun: contiguous row blocks per process (default; identical to one process) or strided rows",
         )
         add_ijb_protocol_options(p, dataset_option=False)
+        add_reproduce_options(p)
+        add_policy_option(p)
         add_output_options(p, f"out/{name}")
         p.set_defaults(func=cmd_eval_ijb, dataset=ds)
 
@@ -133,6 +143,7 @@ def _add_model_eval_parsers(evsub: Any) -> None:
                 action="store_true",
                 help="resize images that are not 112x112 (only right for crops that are aligned already)",
             )
+        add_policy_option(p)
         add_output_options(p, f"out/{name}")
         p.set_defaults(func=cmd_eval_pairsets, kind=name)
 
@@ -156,6 +167,7 @@ def cmd_eval_features(args: argparse.Namespace) -> int:
         options=ijb_options(args),
         one_n=not args.no_1n,
         plots=not args.no_plots,
+        reproduce=reproduction(args),
     )
     return _print_and_done(ev)
 
@@ -164,7 +176,7 @@ def cmd_eval_ijb(args: argparse.Namespace) -> int:
     """``vitfree eval ijbc|ijbb``."""
     from vitfree.pipelines import evaluate_ijb
 
-    model = load_model(args)
+    model = load_model(args, allow_onnx=True)
     ev = evaluate_ijb(
         model,
         args.root,
@@ -184,6 +196,8 @@ def cmd_eval_ijb(args: argparse.Namespace) -> int:
         speed=not args.no_speed,
         model_path=args.model,
         plots=not args.no_plots,
+        reproduce=reproduction(args),
+        policy=args.policy,
     )
     return 0 if ev is None else _print_and_done(ev)  # under torchrun, rank 0 reports
 
@@ -212,5 +226,6 @@ def cmd_eval_pairsets(args: argparse.Namespace) -> int:
         resize=getattr(args, "resize", False),
         model_path=args.model,
         plots=not args.no_plots,
+        policy=args.policy,
     )
     return _print_and_done(ev)

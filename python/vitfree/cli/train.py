@@ -66,7 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         amp=args.amp,
         save_every=args.save_every,
     )
-    res = train(cfg, args.out, resume=args.resume, device=args.device)
+    res = train(cfg, args.out, resume=args.resume, device=args.device,
+                command=getattr(args, "command_line", None))
     meta = json.loads((args.out / "model.json").read_text())
     print(f"trained {res.steps} steps in {res.seconds:.0f} s, final loss {meta['final_loss']:.3f}: {res.weights}")
     return 0

@@ -5,6 +5,16 @@ similarity transform with scikit-image's ``SimilarityTransform.estimate`` (Umeya
 from the five detected landmarks to a fixed template, then warps with
 ``cv2.warpAffine(img, M, (112, 112), borderValue=0.0)`` (bilinear). This module reproduces
 that exactly in numpy, so vitfree needs no scikit-image.
+
+Precision (docs/reproduce.md).  The community scripts pass float32 landmarks and a float32
+template, and scikit-image then estimates the transform with float32 intermediates (the
+means, the cross-covariance, its SVD and the variance) and only assembles the matrix in
+float64.  ``dtype="float32"`` repeats that arithmetic step by step, so the crops are
+bit-identical to the scripts'; ``dtype="float64"`` (the default of :func:`align_face`)
+estimates in float64 throughout.  The two differ by one grey level at about one pixel value
+in 25,000.  The scripts also write their templates in float32 (:data:`TEMPLATES`): arcface_torch
+``eval_ijbc.py`` as ``[30.2946, ...] + 8`` and ``ijb_evals.py`` with ``70.729904``, which give
+the same float32 values; the last x differs from ``float32(70.7299)`` by 7.6e-6.
 """
 
 from __future__ import annotations
@@ -14,8 +24,12 @@ import numpy.typing as npt
 
 __all__ = [
     "ALIGNED_SIZE",
+    "ALIGN_DTYPES",
     "ARCFACE_TEMPLATE",
+    "EVAL_IJBC_TEMPLATE",
+    "IJB_EVALS_TEMPLATE",
     "MIN_INSIDE",
+    "TEMPLATES",
     "align_face",
     "estimate_similarity",
     "landmark_problems",
@@ -42,6 +56,44 @@ ARCFACE_TEMPLATE: npt.NDArray[np.float64] = np.array(
 ARCFACE_TEMPLATE.setflags(write=False)
 
 
+def _eval_ijbc_template() -> npt.NDArray[np.float32]:
+    # arcface_torch eval_ijbc.py writes the 96x112 template in float32 and shifts x by 8 in
+    # float32: 62.7299 + 8 rounds to 70.72990417..., not to float32(70.7299).
+    src = np.array(
+        [[30.2946, 51.6963], [65.5318, 51.5014], [48.0252, 71.7366], [33.5493, 92.3655],
+         [62.7299, 92.2041]],
+        dtype=np.float32,
+    )  # fmt: skip
+    src[:, 0] += np.float32(8.0)
+    return src
+
+
+#: arcface_torch ``eval_ijbc.py``'s destination points: float32, shape (5, 2).
+EVAL_IJBC_TEMPLATE: npt.NDArray[np.float32] = _eval_ijbc_template()
+EVAL_IJBC_TEMPLATE.setflags(write=False)
+
+#: insightface ``_evaluation_/ijb/ijb_evals.py``'s destination points as it writes them
+#: (``70.729904``): float32, shape (5, 2); equal to :data:`EVAL_IJBC_TEMPLATE` value for value.
+IJB_EVALS_TEMPLATE: npt.NDArray[np.float32] = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
+     [70.729904, 92.2041]],
+    dtype=np.float32,
+)  # fmt: skip
+IJB_EVALS_TEMPLATE.setflags(write=False)
+
+#: Templates by name: ``"arcface"`` (docs/protocols.md §3.3 values, float64), ``"eval_ijbc"``
+#: and ``"ijb_evals"`` (float32, as each script writes them).
+TEMPLATES: dict[str, npt.NDArray[np.floating]] = {
+    "arcface": ARCFACE_TEMPLATE,
+    "eval_ijbc": EVAL_IJBC_TEMPLATE,
+    "ijb_evals": IJB_EVALS_TEMPLATE,
+}
+
+#: Arithmetic of the transform estimate: ``"float64"`` throughout, or ``"float32"`` as
+#: scikit-image computes it from float32 points (what the community scripts get).
+ALIGN_DTYPES = ("float32", "float64")
+
+
 def _as_points(name: str, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 2 or a.shape[0] < 2:
@@ -51,7 +103,54 @@ def _as_points(name: str, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return a
 
 
-def estimate_similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[np.float64]:
+def _check_dtype(dtype: str) -> str:
+    d = str(np.dtype(dtype)) if not isinstance(dtype, str) else dtype
+    if d not in ALIGN_DTYPES:
+        raise ValueError(f"alignment dtype must be 'float32' or 'float64', got {dtype!r}")
+    return d
+
+
+def _umeyama_float32(src: np.ndarray, dst: np.ndarray) -> npt.NDArray[np.float64]:
+    """scikit-image's ``SimilarityTransform`` estimate from float32 points, operation for
+    operation (NumPy >= 2 promotion rules): float32 means, centred points, cross-covariance,
+    determinant, SVD and variance; the matrix assembled in float64 (``d`` and ``T`` are
+    float64), so mixed float32/float64 products follow NumPy's promotion.  Returns the
+    (3, 3) float64 matrix, NaN when the points give no transform (rank 0)."""
+    num, dim = src.shape
+    src_mean = src.mean(axis=0)
+    dst_mean = dst.mean(axis=0)
+    src_demean = src - src_mean
+    dst_demean = dst - dst_mean
+    cov = dst_demean.T @ src_demean / num  # float32
+    d = np.ones((dim,), dtype=np.float64)
+    if np.linalg.det(cov) < 0:
+        d[dim - 1] = -1
+    t = np.eye(dim + 1, dtype=np.float64)
+    u, s, v = np.linalg.svd(cov)  # float32 LAPACK
+    # the rank from the singular values, with float64's eps as scikit-image does
+    tol = s.max() * np.max(cov.shape) * np.finfo(float).eps
+    rank = np.count_nonzero(s > tol)
+    if rank == 0:
+        return np.full((dim + 1, dim + 1), np.nan)
+    if rank == dim - 1:
+        if np.linalg.det(u) * np.linalg.det(v) > 0:
+            t[:dim, :dim] = u @ v
+        else:
+            keep = d[dim - 1]
+            d[dim - 1] = -1
+            t[:dim, :dim] = u @ np.diag(d) @ v
+            d[dim - 1] = keep
+    else:
+        t[:dim, :dim] = u @ np.diag(d) @ v
+    scale = 1.0 / src_demean.var(axis=0).sum() * (s @ d)  # float32 reciprocal, float64 product
+    t[:dim, dim] = dst_mean - scale * (t[:dim, :dim] @ src_mean.T)
+    t[:dim, :dim] *= scale
+    return t
+
+
+def estimate_similarity(
+    src: npt.ArrayLike, dst: npt.ArrayLike, *, dtype: str = "float64"
+) -> npt.NDArray[np.float64]:
     """Least-squares similarity transform mapping ``src`` points onto ``dst`` points.
 
     Umeyama (1991), "Least-squares estimation of transformation parameters between two point
@@ -64,11 +163,18 @@ def estimate_similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[n
     Args:
         src: source points, shape (N, 2), N >= 2 (e.g. 5 detected landmarks, (x, y) pixels).
         dst: destination points, shape (N, 2) (e.g. :data:`ARCFACE_TEMPLATE`).
+        dtype: ``"float64"``: the points are taken as float64 and every step is float64.
+            ``"float32"``: the points are rounded to float32 and the estimate follows
+            scikit-image's arithmetic on float32 arrays step by step (float32 intermediates,
+            float64 assembly), so the matrix is bit-identical to
+            ``SimilarityTransform.estimate(src_f32, dst_f32).params[:2]`` (NumPy >= 2;
+            under NumPy 1's value-based casting the reciprocal of the variance is float64).
 
     Returns:
         The forward transform as a float64 (2, 3) matrix ``[s R | t]``, ready for
-        ``cv2.warpAffine``. A degenerate ``src`` (all points equal) gives the zero scale, like
-        scikit-image; :func:`align_face` rejects that case.
+        ``cv2.warpAffine``. A degenerate ``src`` (all points equal) gives the zero scale with
+        ``"float64"`` and NaN with ``"float32"`` (scikit-image's answer);
+        :func:`align_face` rejects both.
     """
     src_a = _as_points("src", src)
     dst_a = _as_points("dst", dst)
@@ -76,6 +182,10 @@ def estimate_similarity(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[n
         raise ValueError(
             f"src and dst must have the same shape, got {src_a.shape} and {dst_a.shape}"
         )
+    if _check_dtype(dtype) == "float32":
+        src32 = np.ascontiguousarray(np.asarray(src, dtype=np.float32))
+        dst32 = np.ascontiguousarray(np.asarray(dst, dtype=np.float32))
+        return _umeyama_float32(src32, dst32)[:2, :]
     n, dim = src_a.shape
     src_mean = src_a.mean(axis=0)
     dst_mean = dst_a.mean(axis=0)
@@ -122,6 +232,7 @@ def align_face(
     *,
     template: npt.ArrayLike = ARCFACE_TEMPLATE,
     size: int = ALIGNED_SIZE,
+    dtype: str = "float64",
 ) -> npt.NDArray[np.uint8]:
     """Align one face to the ArcFace 112x112 crop, exactly as insightface's ``norm_crop``.
 
@@ -130,8 +241,12 @@ def align_face(
             A 2-D grayscale image (H, W) is accepted and replicated to three channels.
         landmarks: five (x, y) points in ``img_bgr`` pixels, shape (5, 2): left eye, right eye,
             nose, left mouth corner, right mouth corner.
-        template: destination points, shape (5, 2), default :data:`ARCFACE_TEMPLATE`.
+        template: destination points, shape (5, 2), default :data:`ARCFACE_TEMPLATE`; a
+            name of :data:`TEMPLATES` is accepted too.
         size: side of the output square, default 112.
+        dtype: arithmetic of the transform estimate (:func:`estimate_similarity`):
+            ``"float32"`` gives the community scripts' crops bit for bit (landmarks and
+            template rounded to float32, as they pass them to scikit-image).
 
     Returns:
         The aligned face, uint8, shape (size, size, 3), **RGB** order (converted after the
@@ -146,11 +261,18 @@ def align_face(
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"img_bgr must have shape (H, W, 3), got {img.shape}")
+    if isinstance(template, str):
+        if template not in TEMPLATES:
+            raise ValueError(f"unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+        template = TEMPLATES[template]
     lmk = _as_points("landmarks", landmarks)
     dst = _as_points("template", template)
     if lmk.shape != dst.shape:
         raise ValueError(f"landmarks must have shape {dst.shape}, got {lmk.shape}")
-    m = estimate_similarity(lmk, dst)
+    if _check_dtype(dtype) == "float32":
+        m = estimate_similarity(landmarks, template, dtype="float32")
+    else:
+        m = estimate_similarity(lmk, dst)
     if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:, :2])) == 0.0:
         raise ValueError(f"degenerate landmarks (all points equal?): {lmk.tolist()}")
     warped = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0.0)

@@ -31,14 +31,25 @@ from vitfree.models.costs import (
 )
 from vitfree.models.export import export_onnx, export_torchscript
 from vitfree.models.files import (
+    ExitHeadsFile,
+    backbone_fingerprint,
     describe_mismatch,
     read_exit_head_specs,
     read_exit_heads,
+    read_exit_heads_file,
     read_model_config,
     read_state_dict,
     save_exit_heads,
 )
-from vitfree.models.heads import Head, HeadSpec, head_kinds
+from vitfree.models.heads import (
+    Head,
+    HeadSpec,
+    LGViTGlobalHead,
+    LGViTLocalHead,
+    LoRAHead,
+    NormsHead,
+    head_kinds,
+)
 from vitfree.models.preprocess import preprocess
 from vitfree.models.vit import (
     VARIANTS,
@@ -73,14 +84,20 @@ __all__ = [
     "DropPath",
     "ExitCost",
     "ExitHead",
+    "ExitHeadsFile",
     "Head",
     "HeadSpec",
     "Intermediates",
+    "LGViTGlobalHead",
+    "LGViTLocalHead",
+    "LoRAHead",
     "Mlp",
+    "NormsHead",
     "PatchEmbed",
     "ViTBackbone",
     "ViTConfig",
     "VisionTransformer",
+    "backbone_fingerprint",
     "create_model",
     "demo_weights",
     "describe_mismatch",
@@ -98,6 +115,7 @@ __all__ = [
     "preprocess",
     "read_exit_head_specs",
     "read_exit_heads",
+    "read_exit_heads_file",
     "read_model_config",
     "read_state_dict",
     "resolve_exit",

@@ -16,17 +16,25 @@ Exit-head file format (written by :func:`save_exit_heads`):
   (``"copy"``: an :class:`vitfree.models.ExitHead`, whose tensors are ``norm.*``, optional
   ``senet.*``, ``feature.*``: the same names as the checkpoint's head) and ``options`` what
   rebuilds the head (:meth:`Head.options`).  Version 1 had no ``kinds``/``options``: all
-  its heads are ``"copy"`` heads.  Only plain containers are stored, so the file reads with
-  ``torch.load(weights_only=True)``.
+  its heads are ``"copy"`` heads.  Version 3 adds, when known, ``"backbone"``: the
+  :func:`backbone_fingerprint` of the model the heads were trained on (loading them onto
+  another backbone is a :class:`CheckpointError`), and ``"info"``: a JSON-like description
+  of how they were made (exits, loss, data, command line: see :mod:`vitfree.finetune`).
+  Only plain containers are stored, so the file reads with ``torch.load(weights_only=True)``.
 * ``.safetensors``: the same tensors flattened to ``exits.{k}.{name}``, with
-  ``{"format": "vitfree.exit_heads", "version": "2", "kinds": json, "options": json}`` as
-  metadata.
+  ``{"format": "vitfree.exit_heads", "version": "3", "kinds": json, "options": json,
+  "backbone": str, "info": json}`` as metadata.
 
-:func:`read_exit_heads` accepts either layout in either container.
+Heads store only what they train (``state_dict()`` of a :class:`Head`: a ``"lora"`` head holds
+its low-rank factors and norms, not the model's first Linear), so a file can be small.
+:func:`read_exit_heads` accepts either layout in either container, versions 1 to 3;
+:func:`read_exit_heads_file` also returns the fingerprint and the description.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import pickle
@@ -44,10 +52,13 @@ from vitfree.models.heads import Head, HeadSpec
 __all__ = [
     "CONFIG_NAMES",
     "EXIT_HEADS_FORMAT",
+    "ExitHeadsFile",
+    "backbone_fingerprint",
     "check_tensor_kinds",
     "describe_mismatch",
     "read_exit_head_specs",
     "read_exit_heads",
+    "read_exit_heads_file",
     "read_model_config",
     "read_state_dict",
     "save_exit_heads",
@@ -56,7 +67,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 EXIT_HEADS_FORMAT = "vitfree.exit_heads"
-EXIT_HEADS_VERSION = 2
+EXIT_HEADS_VERSION = 3
 _PREFIXES = ("module.", "_orig_mod.", "net.", "backbone.", "model.")
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 #: Architecture descriptions looked for beside a checkpoint, first found wins: CVLface's
@@ -161,6 +172,12 @@ def _read_file(path: Path) -> Any:
             f"{path} is not a PyTorch or safetensors checkpoint ({what}); expected a "
             f"torch.save() state_dict{expected} or a .safetensors file"
         )
+    if head.startswith(b"PK\x03\x04"):
+        from vitfree.models.torchscript import is_torchscript_archive, read_torchscript_weights
+
+        if is_torchscript_archive(path):
+            # a program (torch.jit.save): its weights only, no code run (models/torchscript.py)
+            return read_torchscript_weights(path)
     try:
         # weights_only=True: torch's restricted unpickler builds tensors and plain containers
         # only, and refuses every other global before calling it.
@@ -285,7 +302,9 @@ def read_model_config(path: PathLike) -> tuple[dict[str, Any], Path] | None:
     ``config.json`` as JSON, ``model.yaml`` with a reader of flat ``key: value`` YAML (what
     CVLface writes: scalars, quoted strings, ``[3, 112, 112]`` lists; an indented block under a
     key is recorded as present, not read).  What the keys mean is decided by
-    :func:`vitfree.models.checkpoint.infer_config`.  None when neither file exists.
+    :func:`vitfree.models.checkpoint.infer_config`.  Without such a file, a TorchScript
+    archive's own module tree is asked (``{"num_heads": H}`` when it stores the head count:
+    :func:`vitfree.models.torchscript.read_torchscript_config`).  None when nothing is found.
 
     Raises:
         CheckpointError: the file exists but cannot be read, is not valid JSON (or not flat
@@ -313,6 +332,13 @@ def read_model_config(path: PathLike) -> tuple[dict[str, Any], Path] | None:
                 f"{where} holds a {type(obj).__name__}, not an object of settings; {hint}"
             )
         return obj, where
+    # a TorchScript archive may carry its head count in its module tree (models/torchscript.py)
+    from vitfree.models.torchscript import is_torchscript_archive, read_torchscript_config
+
+    if Path(path).is_file() and is_torchscript_archive(path):
+        found = read_torchscript_config(path)
+        if found is not None:
+            return found, Path(path)
     return None
 
 
@@ -430,15 +456,69 @@ def describe_mismatch(
 # --------------------------------------------------------------------------------------
 
 
+def backbone_fingerprint(model: nn.Module) -> str:
+    """A short digest of a model's own weights, exit-specific heads left out.
+
+    What a heads file records of the model its heads were trained on (``"lora"`` and
+    ``"norms"`` heads use the model's shared head weights, every head its block tokens).
+    Names, shapes and up to 4096 evenly spaced values per tensor, taken as float32, are hashed
+    (no reductions: the digest does not depend on the device), so a checkpoint loaded in
+    float32 or float16 from a float16 file has one fingerprint.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if name.startswith("exit_heads."):
+            continue
+        h.update(f"{name}|{tuple(t.shape)}".encode())
+        flat = t.detach().reshape(-1)
+        if flat.numel() > 4096:
+            idx = torch.arange(4096, device=flat.device) * (flat.numel() - 1) // 4095
+            flat = flat[idx]
+        flat = flat.float() if flat.is_floating_point() else flat.long()
+        h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+@dataclasses.dataclass
+class ExitHeadsFile:
+    """An exit-heads file as read: the heads, and what it says about where they came from.
+
+    Attributes:
+        heads: ``{exit: HeadSpec}``.
+        backbone: :func:`backbone_fingerprint` of the model they were trained on, or None
+            (files of versions 1-2, or written without one).
+        info: how the heads were made (exits, loss, data, command), ``{}`` when not recorded.
+        version: the file's format version.
+    """
+
+    heads: dict[int, HeadSpec]
+    backbone: str | None = None
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    version: int = EXIT_HEADS_VERSION
+
+
 def save_exit_heads(
-    path: PathLike, heads: Mapping[int, nn.Module | HeadSpec | Mapping[str, Tensor]]
+    path: PathLike,
+    heads: Mapping[int, nn.Module | HeadSpec | Mapping[str, Tensor]],
+    *,
+    backbone: str | None = None,
+    info: Mapping[str, Any] | None = None,
 ) -> None:
     """Write exit-specific heads ``{exit: Head, HeadSpec or head state_dict}`` (format above).
 
     A :class:`vitfree.models.heads.Head` records its ``kind`` and ``options``; a plain
     state_dict is recorded as a ``"copy"`` head.
+
+    Args:
+        backbone: the :func:`backbone_fingerprint` of the model the heads belong to.
+        info: JSON-serialisable description of how they were made (stored as is).
     """
     p = Path(path)
+    info_d = dict(info or {})
+    try:
+        info_json = json.dumps(info_d)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"exit-heads info must be JSON-serialisable: {e}") from None
     flat: dict[int, dict[str, Tensor]] = {}
     kinds: dict[int, str] = {}
     options: dict[int, dict[str, Any]] = {}
@@ -464,7 +544,10 @@ def save_exit_heads(
             "version": str(EXIT_HEADS_VERSION),
             "kinds": json.dumps({str(k): v for k, v in kinds.items()}),
             "options": json.dumps({str(k): v for k, v in options.items()}),
+            "info": info_json,
         }
+        if backbone is not None:
+            meta["backbone"] = str(backbone)
         save_file(tensors, str(p), metadata=meta)
     else:
         torch.save(
@@ -474,6 +557,8 @@ def save_exit_heads(
                 "exits": flat,
                 "kinds": kinds,
                 "options": options,
+                "backbone": backbone,
+                "info": json.loads(info_json),
             },
             p,
         )
@@ -489,10 +574,18 @@ def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
 
     Version-1 files (and bare ``exits.<k>.<name>`` state_dicts) hold ``"copy"`` heads.
     """
+    return read_exit_heads_file(path).heads
+
+
+def read_exit_heads_file(path: PathLike) -> ExitHeadsFile:
+    """Read an exit-head file: its heads, the backbone fingerprint and the description."""
     p = Path(path)
     obj = _read_file(p)
     kinds: Mapping[Any, Any] = {}
     options: Mapping[Any, Any] = {}
+    backbone: Any = None
+    info: Any = {}
+    version: Any = 1
     if isinstance(obj, Mapping) and isinstance(obj.get("exits"), Mapping):
         sds: dict[int, dict[str, Tensor]] = {}
         for k, sd in obj["exits"].items():
@@ -505,6 +598,8 @@ def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
         options = obj.get("options") or {}
         if not isinstance(kinds, Mapping) or not isinstance(options, Mapping):
             raise CheckpointError(f"{p}: the recorded head kinds or options are malformed")
+        backbone, info = obj.get("backbone"), obj.get("info") or {}
+        version = obj.get("version", 1)
     else:
         sd = _strip_prefixes(_unwrap(obj, p))
         sds = {}
@@ -517,7 +612,11 @@ def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
                 )
             sds.setdefault(int(m.group(1)), {})[m.group(2)] = t
         if p.suffix.lower() == ".safetensors":
-            kinds, options = _safetensors_head_metadata(p)
+            kinds, options, backbone, info, version = _safetensors_head_metadata(p)
+    if backbone is not None and not isinstance(backbone, str):
+        raise CheckpointError(f"{p}: the recorded backbone fingerprint is malformed")
+    if not isinstance(info, Mapping):
+        raise CheckpointError(f"{p}: the recorded description (info) is malformed")
     specs = {}
     for k, sd in sds.items():
         check_tensor_kinds(sd, None, p, prefix=f"exits.{k}.")
@@ -526,10 +625,16 @@ def read_exit_head_specs(path: PathLike) -> dict[int, HeadSpec]:
         if not isinstance(kind, str) or not isinstance(opts, Mapping):
             raise CheckpointError(f"{p}: the kind or options recorded for exit {k} are malformed")
         specs[k] = HeadSpec(kind, dict(opts), sd)
-    return specs
+    try:
+        v = int(version)
+    except (TypeError, ValueError):
+        v = 1
+    return ExitHeadsFile(specs, backbone, dict(info), v)
 
 
-def _safetensors_head_metadata(p: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _safetensors_head_metadata(
+    p: Path,
+) -> tuple[dict[str, Any], dict[str, Any], str | None, Any, Any]:
     from safetensors import safe_open
 
     with safe_open(str(p), framework="pt") as f:
@@ -537,11 +642,12 @@ def _safetensors_head_metadata(p: Path) -> tuple[dict[str, Any], dict[str, Any]]
     try:
         kinds = json.loads(meta.get("kinds", "{}"))
         options = json.loads(meta.get("options", "{}"))
+        info = json.loads(meta.get("info", "{}"))
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p}: malformed head kinds/options in the metadata: {e}") from None
     if not isinstance(kinds, dict) or not isinstance(options, dict):
         raise CheckpointError(f"{p}: malformed head kinds/options in the metadata")
-    return kinds, options
+    return kinds, options, meta.get("backbone"), info, meta.get("version", 1)
 
 
 def _exit_key(k: Any, p: Path) -> int:

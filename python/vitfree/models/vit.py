@@ -43,8 +43,9 @@ from vitfree.models.backbone import ViTBackbone
 from vitfree.models.config import VARIANTS, ViTConfig, _is_int, get_config, resolve_exit
 from vitfree.models.costs import ExitCost, exit_costs
 from vitfree.models.files import (
+    backbone_fingerprint,
     describe_mismatch,
-    read_exit_head_specs,
+    read_exit_heads_file,
     save_exit_heads,
 )
 from vitfree.models.heads import (
@@ -190,6 +191,8 @@ class VisionTransformer(ViTBackbone):
         #: Exit-specific heads keyed by ``str(exit)`` (1-based); empty for a plain checkpoint,
         #: so it adds no state_dict keys and strict loading of published files still works.
         self.exit_heads = nn.ModuleDict()
+        #: The heads file of the installed exit heads (:meth:`load_exit_heads`), for reports.
+        self.exit_heads_file: str | None = None
         self._init_weights()
 
     @classmethod
@@ -464,7 +467,9 @@ class VisionTransformer(ViTBackbone):
         own ``options`` (see :func:`vitfree.models.heads.head_kinds`).
         """
         ref = self.pos_embed
-        return Head.create(kind, self.config, **options).to(device=ref.device, dtype=ref.dtype)
+        head = Head.create(kind, self.config, **options).to(device=ref.device, dtype=ref.dtype)
+        head.bind(self)  # kinds that share the model's head weights take them here
+        return head
 
     @torch.jit.unused
     def set_exit_heads(self, heads: Mapping[int, Head | HeadSpec | Mapping[str, Tensor]]) -> None:
@@ -474,7 +479,8 @@ class VisionTransformer(ViTBackbone):
         for this model from its kind and options and loaded strictly, so each is checked
         (keys and shapes) before any is installed; one that does not fit raises
         :class:`vitfree.errors.CheckpointError` naming the exit and the offending tensors.
-        Existing heads for other exits are kept.
+        Existing heads for other exits are kept.  Kinds that share the model's head weights
+        (``"lora"``, ``"norms"``) are bound to this model (:meth:`Head.bind`).
         """
         staged: dict[str, Head] = {}
         for k_in, head in heads.items():
@@ -508,21 +514,57 @@ class VisionTransformer(ViTBackbone):
             staged[str(k)] = new
         for key, mod in staged.items():
             self.exit_heads[key] = mod
+        self.exit_heads_file = None  # heads given here; load_exit_heads records its file after
 
     @torch.jit.unused
     def clear_exit_heads(self) -> None:
         """Remove all exit-specific heads (back to the training-free shared head)."""
         self.exit_heads = nn.ModuleDict()
+        self.exit_heads_file = None
 
     @torch.jit.unused
-    def load_exit_heads(self, path: Union[str, "PathLike[str]"]) -> None:
-        """Load exit-specific heads from a file written by :meth:`save_exit_heads`."""
-        self.set_exit_heads(read_exit_head_specs(path))  # type: ignore[arg-type]
+    def load_exit_heads(
+        self, path: Union[str, "PathLike[str]"], *, check_backbone: bool = True
+    ) -> None:
+        """Load exit-specific heads from a file written by :meth:`save_exit_heads` (or by
+        :func:`vitfree.finetune.finetune`).
+
+        Args:
+            path: the heads file.
+            check_backbone: refuse a file that records another backbone's fingerprint
+                (:func:`vitfree.models.files.backbone_fingerprint`): heads trained on other
+                weights see other tokens (and ``"lora"``/``"norms"`` heads use the model's
+                own head weights).  Files without a fingerprint are accepted.
+
+        Raises:
+            CheckpointError: another backbone, or heads that do not fit this model.
+        """
+        f = read_exit_heads_file(path)
+        if check_backbone and f.backbone is not None:
+            mine = backbone_fingerprint(self)
+            if f.backbone != mine:
+                raise CheckpointError(
+                    f"{path} holds exit heads trained on another backbone (fingerprint "
+                    f"{f.backbone}, this model {mine}"
+                    + (f"; trained with {f.info['model']}" if f.info.get("model") else "")
+                    + "): load the model they were trained on, or pass check_backbone=False "
+                    "(heads see other tokens on other weights)"
+                )
+        self.set_exit_heads(f.heads)  # type: ignore[arg-type]
+        self.exit_heads_file = str(path)
 
     @torch.jit.unused
-    def save_exit_heads(self, path: Union[str, "PathLike[str]"]) -> None:
-        """Write this model's exit-specific heads (format: :mod:`vitfree.models.files`)."""
-        save_exit_heads(path, {int(k): h for k, h in self.exit_heads.items()})
+    def save_exit_heads(
+        self, path: Union[str, "PathLike[str]"], info: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write this model's exit-specific heads (format: :mod:`vitfree.models.files`), with
+        this model's backbone fingerprint and, when given, a JSON-like description ``info``."""
+        save_exit_heads(
+            path,
+            {int(k): h for k, h in self.exit_heads.items()},
+            backbone=backbone_fingerprint(self),
+            info=info,
+        )
 
     # ---------------------------------------------------------------- truncation
 
