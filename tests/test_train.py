@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from vitfree.errors import InputError
@@ -58,3 +59,17 @@ def test_training_from_an_image_folder(tmp_path) -> None:
     cfg = TrainConfig(model=TINY, data=str(folder), steps=2, batch_size=4, warmup=1, workers=0)
     res = train(cfg, tmp_path / "run", progress=False)
     assert res.steps == 2 and load(res.weights).num_features == 16
+
+
+def test_training_from_a_recordio_set_sees_the_folder_faces(tmp_path) -> None:
+    from vitfree.synthetic.sets import write_image_folder, write_recordio_set
+    from vitfree.train import open_faces
+
+    folder = write_image_folder(tmp_path / "faces", 3, 2, seed=5, progress=False)
+    rec = write_recordio_set(tmp_path / "rec", 3, 2, seed=5, progress=False)
+    (a, ka), (b, kb) = open_faces(folder), open_faces(rec)
+    assert (ka, kb) == ("folder", "recordio") and a.classes == b.classes == 3
+    assert all(np.array_equal(a[i][0], b[i][0]) and a[i][1] == b[i][1] for i in range(6))
+    assert open_faces(rec.parent)[1] == "recordio"  # the folder holding train.rec
+    cfg = TrainConfig(model=TINY, data=str(rec), steps=2, batch_size=4, warmup=1, workers=0)
+    assert train(cfg, tmp_path / "run", progress=False).steps == 2

@@ -70,7 +70,7 @@ from vitfree.errors import InputError, VitfreeError
 from vitfree.models import Head, VisionTransformer, preprocess
 from vitfree.models.files import backbone_fingerprint, save_exit_heads
 from vitfree.runtime import Runtime, default_workers, dist_setup, runtime, worker_context
-from vitfree.train import FolderFaces, MarginHead, _command_line
+from vitfree.train import MarginHead, _command_line, open_faces
 
 __all__ = [
     "LOSSES",
@@ -507,24 +507,9 @@ def _open_data(data: Any, cfg: FinetuneConfig) -> _Data:
         return _Data(None, cfg.identities, None, desc)
     if isinstance(data, (str, os.PathLike)):
         p = Path(data)
-        if not p.exists():
-            raise FileNotFoundError(f"training data not found: {p} (give 'synth', an image "
-                                    f"folder or a train.rec file)")  # fmt: skip
-        rec = p.suffix.lower() in (".rec", ".idx") or (p.is_dir() and (p / "train.rec").is_file())
-        if rec:
-            from vitfree.data.recordio import RecordIOFaces
-
-            # skipping is done (and counted) here, uniformly with image folders
-            ds: Any = RecordIOFaces(p.with_suffix(".rec") if p.suffix.lower() == ".idx" else p)
-            kind = "recordio"
-            classes = int(ds.num_classes)
-        elif p.is_dir():
-            ds = FolderFaces(p)
-            kind = "folder"
-            classes = int(ds.classes)
-        else:
-            raise InputError(f"--data {p}: expected 'synth', an image folder (one sub-folder "
-                             f"per identity) or an insightface train.rec")  # fmt: skip
+        # skipping unusable images is done (and counted) here, uniformly for both kinds
+        ds, kind = open_faces(p)
+        classes = int(ds.classes)
         synthetic = (p / "SYNTHETIC.txt").is_file() or (p.parent / "SYNTHETIC.txt").is_file()
         desc = {"kind": kind, "path": str(p), "images": len(ds), "identities": classes,
                 "synthetic": synthetic}  # fmt: skip

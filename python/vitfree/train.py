@@ -53,7 +53,8 @@ class TrainConfig:
 
     Attributes:
         model: the architecture (:class:`ViTConfig` fields).
-        data: ``"synth"`` or an image folder (one sub-folder per identity).
+        data: ``"synth"``, an image folder (one sub-folder per identity) or a RecordIO
+            ``train.rec`` (:func:`open_faces`).
         identities: synthetic identities ``0..identities-1`` (``data="synth"``).
         synth_seed: who the synthetic people are (keep the benchmark seeds different).
         preset: synthetic variation preset.
@@ -184,6 +185,26 @@ class FolderFaces(Dataset):  # type: ignore[type-arg]
         return np.ascontiguousarray(img[:, :, ::-1]), k
 
 
+def open_faces(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """A training set on disk: ``(dataset, kind)`` with ``kind`` "recordio" for an insightface
+    RecordIO set (``train.rec``, its ``.idx``, or a folder holding ``train.rec``) and "folder"
+    for an image folder (one sub-folder of aligned faces per identity).  The dataset gives
+    ``(uint8 (112, 112, 3) RGB, int label)`` and has ``classes``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"training data not found: {p} (give 'synth', an image folder "
+                                f"or a train.rec file)")  # fmt: skip
+    if p.suffix.lower() in (".rec", ".idx") or (p.is_dir() and (p / "train.rec").is_file()):
+        from vitfree.data.recordio import RecordIOFaces
+
+        return RecordIOFaces(p.with_suffix(".rec") if p.suffix.lower() == ".idx" else p), "recordio"
+    if p.is_dir():
+        return FolderFaces(p), "folder"
+    raise InputError(f"--data {p}: expected 'synth', an image folder (one sub-folder per "
+                     f"identity) or an insightface train.rec")  # fmt: skip
+
+
 def _lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -223,8 +244,8 @@ def train(
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = VisionTransformer(**dataclasses.asdict(ViTConfig(**cfg.model))).to(rt.device)
-    folder_faces = None if cfg.data == "synth" else FolderFaces(cfg.data)  # scanned once
-    classes = cfg.identities if folder_faces is None else folder_faces.classes
+    folder_faces = None if cfg.data == "synth" else open_faces(cfg.data)[0]  # scanned once
+    classes = cfg.identities if folder_faces is None else int(folder_faces.classes)
     head = MarginHead(model.num_features, classes, cfg.loss, cfg.scale, cfg.margin).to(rt.device)
     params = list(model.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

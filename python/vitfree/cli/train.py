@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--data", default="synth", help="'synth' (faces generated on the fly) or an image folder (one sub-folder per identity)")
+    p.add_argument("--data", default="synth", help="'synth' (faces generated on the fly), an image folder (one sub-folder per identity) or an insightface RecordIO train.rec")
     p.add_argument("--identities", type=int, default=1000, help="synthetic identities (default 1000)")
     p.add_argument("--synth-seed", type=int, default=100, help="who the synthetic people are (default 100)")
     p.add_argument("--preset", choices=["easy", "medium", "hard"], default="medium", help="synthetic variation")
