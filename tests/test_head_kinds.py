@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_fixtures import tiny_bn_model, tiny_images
 from torch import Tensor, nn
 from vitfree import models
 from vitfree.errors import CheckpointError
-from vitfree.models import Head, VisionTransformer, create_model, get_config
+from vitfree.models import Head, VisionTransformer, get_config
 from vitfree.models.files import backbone_fingerprint, read_exit_heads_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,19 +34,10 @@ HEAD_KEYS = {"norm.weight", "norm.bias", "feature.1.weight", "feature.1.bias", "
 
 
 def tiny(depth: int = 3, senet: bool = False, seed: int = 0) -> VisionTransformer:
-    torch.manual_seed(seed)
-    m = create_model("vit_t", senet=senet, depth=depth, embed_dim=32, num_heads=4, num_features=24)
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so heads differ visibly
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m.eval()
+    return tiny_bn_model(depth, senet, seed)
 
 
-def images(b: int, seed: int = 1) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, 112, 112, generator=g) * 2 - 1
+images = tiny_images
 
 
 def perturb_(head: nn.Module, seed: int, scale: float = 0.05) -> nn.Module:

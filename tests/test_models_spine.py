@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_fixtures import tiny_bn_model, tiny_images
 from torch import Tensor, nn
 from vitfree import models
 from vitfree.errors import CheckpointError, VitfreeError
-from vitfree.models import ExitHead, Head, HeadSpec, VisionTransformer, create_model
+from vitfree.models import ExitHead, Head, HeadSpec, VisionTransformer
 from vitfree.models.heads import checkpoint_embed
 
 
 def tiny(depth: int = 4, senet: bool = False, seed: int = 0) -> VisionTransformer:
-    torch.manual_seed(seed)
-    m = create_model("vit_t", senet=senet, depth=depth, embed_dim=32, num_heads=4, num_features=24)
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so heads differ visibly
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm1d):
-                mod.running_mean.normal_(0, 0.1)
-                mod.running_var.uniform_(0.5, 1.5)
-    return m.eval()
+    return tiny_bn_model(depth, senet, seed)
 
 
-def images(b: int, seed: int = 1) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, 112, 112, generator=g) * 2 - 1
+images = tiny_images
 
 
 def randomize_(head: nn.Module, seed: int) -> nn.Module:
