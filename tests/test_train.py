@@ -73,3 +73,36 @@ def test_training_from_a_recordio_set_sees_the_folder_faces(tmp_path) -> None:
     assert open_faces(rec.parent)[1] == "recordio"  # the folder holding train.rec
     cfg = TrainConfig(model=TINY, data=str(rec), steps=2, batch_size=4, warmup=1, workers=0)
     assert train(cfg, tmp_path / "run", progress=False).steps == 2
+
+
+def test_loose_images_with_a_landmarks_file_are_aligned_as_the_benchmarks_are(tmp_path) -> None:
+    import cv2
+    from vitfree.synthetic.faces import aligned_faces, render_faces
+    from vitfree.train import FolderFaces
+
+    ids = [0, 0, 1]
+    r = render_faces(ids, seed=4, image_seed=9, size=128)  # loose crops + their landmarks
+    lines = []
+    for j, (img, lmk, i) in enumerate(zip(r.images, r.landmarks, ids)):
+        (tmp_path / f"p{i}").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / f"p{i}" / f"{j}.png"), img)  # lossless
+        lines.append(f"p{i}/{j}.png " + " ".join(f"{v:.6f}" for v in lmk.ravel()))
+    (tmp_path / "landmarks.txt").write_text("# file x1 y1 ... x5 y5\n" + "\n".join(lines) + "\n")
+    faces = FolderFaces(tmp_path)
+    want = aligned_faces(ids, seed=4, image_seed=9, size=128)
+    for j in range(3):
+        img, label = faces[j]
+        assert label == ids[j] and img.shape == (112, 112, 3)
+        # the landmarks went through 6 decimals: at most a grey level here and there
+        assert np.abs(img.astype(int) - want[j].astype(int)).mean() < 0.05
+
+    def refused(text: str, match: str) -> None:
+        (tmp_path / "landmarks.txt").write_text(text)
+        with pytest.raises(InputError, match=match):
+            FolderFaces(tmp_path)
+
+    refused("\n".join(lines[:2]) + "\n", r"no landmarks for 1 image")
+    refused("\n".join(lines) + "\np9/x.png 1 2 3 4 5 6 7 8 9 10\n", r":4: p9/x.png is not an image")
+    refused(lines[0] + " 7\n", r"landmarks.txt:1: expected")
+    refused("\n".join([*lines[:2], "p1/2.png 1 1 5 1 3 1 2 1 4 1"]) + "\n", r":3: landmarks of p1/2.png cannot")
+    refused("\n".join([lines[0], lines[0]]) + "\n", r"second line")
