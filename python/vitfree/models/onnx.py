@@ -10,7 +10,7 @@ points to the PyTorch checkpoint (``vitfree.models.load``), which has them all.
 The input is what the graph declares: one float tensor (B, 3, H, W), RGB, scaled by the
 pixel scaling in force (``--reproduce`` / ``--pixel-scaling``; ``ijb_evals.py`` feeds ONNX
 models ``(x - 127.5) * 0.0078125``).  onnxruntime is an optional dependency
-(``pip install onnxruntime``); it is imported when an ONNX model is opened.
+(``pip install 'vitfree[onnx]'``); it is imported when an ONNX model is opened.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class OnnxModel:
             import onnxruntime as ort
         except ImportError:
             raise InputError(
-                f"{p} is an ONNX model; running it needs onnxruntime (pip install onnxruntime)"
+                f"{p} is an ONNX model; running it needs onnxruntime (pip install 'vitfree[onnx]')"
             ) from None
         opts = ort.SessionOptions()
         if threads is None:
