@@ -5,7 +5,8 @@ buffers are bit-identical after training and receive no gradient; one frozen pas
 serves every exit (counted); exits train independently of each other; resume reaches the
 same weights as an uninterrupted run; self-distillation pulls an exit toward the final
 embedding; a fine-tuned head lifts a shallow exit of the demo model on held-out SYNTHETIC
-identities.  Then bad input, the heads file, and the command line.
+identities.  Then bad input, the heads file, the command line, and the command line under
+torchrun (two gloo processes on CPU: one set of heads, each rank its own data).
 """
 
 from __future__ import annotations
@@ -364,3 +365,132 @@ def test_help_explains_every_finetune_option(capsys) -> None:
     for opt in ("--model", "--data", "--exits", "--out", "--head", "--loss", "--steps", "--epochs", "--batch-size",
                 "--lr", "--device", "--amp", "--val", "--val-every", "--resume", "--skip-corrupt", "--patience"):  # fmt: skip
         assert opt in text
+
+
+# --------------------------------------------------------------------------------------
+# torchrun
+# --------------------------------------------------------------------------------------
+
+# Runs ``vitfree finetune`` (the CLI's main) in each torchrun process and saves what that
+# process's finetune() returned, so the test can compare the ranks: only rank 0 writes files.
+_CAPTURE_RANKS = """
+import os, sys
+import torch
+import vitfree.finetune as ft
+from vitfree.cli import main
+
+run = ft.finetune
+
+def finetune_and_save(model, *args, **kw):
+    res = run(model, *args, **kw)
+    torch.save({"rank": res.rank, "steps": res.steps, "losses": res.losses,
+                "params": {k: {n: p.detach() for n, p in h.named_parameters()}
+                           for k, h in res.heads.items()},
+                "state": {k: h.state_dict() for k, h in res.heads.items()},
+                "backbone": model.state_dict(),
+                "backbone_grads": [p.grad for p in model.parameters() if p.grad is not None]},
+               os.path.join(os.environ["VITFREE_TEST_DUMP"], f"rank{res.rank}.pt"))
+    return res
+
+ft.finetune = finetune_and_save  # cmd_finetune imports it when it runs
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_torchrun_two_gloo_processes_train_one_set_of_heads(
+    tmp_path, tiny_checkpoint, capsys
+) -> None:
+    """``vitfree finetune`` under ``torchrun --nproc_per_node 2`` (gloo, CPU).
+
+    Each rank renders its own SYNTHETIC micro-batches (a function of ``(seed, rank, b)``) and
+    DDP averages the heads' gradients.  Checked: both ranks end with bit-identical head
+    parameters; rank 1 trained on other faces than rank 0 (another step-0 loss); rank 0's
+    step-0 loss is a single-process run's (same heads, same rank-0 faces), but the DDP heads
+    are not that run's heads (rank 1's gradients count: had both ranks read the same faces,
+    the average of two equal gradients would reproduce the single-process heads bit for bit);
+    the heads trained, the backbone is untouched, the file and record say world size 2.
+
+    Why not "DDP equals one process with both ranks' batches combined": every head kind has
+    BatchNorm1d layers, in training mode normalised by the statistics of each rank's own
+    micro-batch (no SyncBatchNorm), so a combined batch of 8 normalises differently from two
+    of 4; and DDP broadcasts rank 0's BatchNorm running statistics at each forward, so the
+    ranks' running statistics differ after the last step (rank 0's are the ones written).
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    ckpt = tiny_checkpoint(seed=2)  # 3 blocks, 64 wide
+    ckpt_bytes = ckpt.read_bytes()
+    script = tmp_path / "finetune_ranks.py"
+    script.write_text(_CAPTURE_RANKS)
+    # --no-flip: flips depend on the rank too, and the test is that each rank's faces differ
+    args = ["finetune", "--model", str(ckpt), "--data", "synth", "--identities", "10",
+            "--exits", "1,2", "--steps", "3", "--batch-size", "4", "--accum", "2",
+            "--workers", "0", "--device", "cpu", "--no-flip"]  # fmt: skip
+    heads = tmp_path / "ddp" / "H.pt"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", VITFREE_TEST_DUMP=str(tmp_path))
+    proc = subprocess.run([*cmd, *args, "--out", str(heads)], capture_output=True, text=True,
+                          env=env, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # only rank 0 reports
+    assert proc.stdout.count("2 copy heads at exits [1, 2], 3 steps") == 1, proc.stdout
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert (r0["rank"], r1["rank"], r0["steps"], r1["steps"]) == (0, 1, 3, 3)
+
+    # one set of heads: DDP kept the ranks' parameters bit-identical
+    for k in (1, 2):
+        assert r0["params"][k].keys() == r1["params"][k].keys()
+        for n, p in r0["params"][k].items():
+            assert torch.equal(p, r1["params"][k][n]), (k, n)
+    # each rank its own data: at step 0 both hold the same heads, yet see other faces
+    assert r0["losses"][0] != pytest.approx(r1["losses"][0], rel=1e-3)
+
+    # the file: rank 0's heads, loadable onto the checkpoint it was trained on
+    model = load(ckpt)
+    model.load_exit_heads(heads)
+    assert sorted(model.exit_heads) == ["1", "2"]
+    for k in (1, 2):
+        loaded = model.exit_heads[str(k)].state_dict()
+        assert loaded.keys() == r0["state"][k].keys()
+        assert all(torch.equal(loaded[n], t) for n, t in r0["state"][k].items()), k
+    f = read_exit_heads_file(heads)
+    assert f.info["world"] == 2 and f.info["steps"] == 3 and f.info["complete"] is True
+    assert f.info["data"]["kind"] == "synth" and f.info["synthetic"] is True
+    record = json.loads((tmp_path / "ddp" / "H.json").read_text())
+    assert record["world"] == 2 and record["losses"] == r0["losses"]
+
+    # the heads trained (moved from the checkpoint's head), the backbone did not
+    fresh = load(ckpt)
+    start = Head.start(fresh, "copy").state_dict()
+    for k in (1, 2):
+        moved = [n for n, p in r0["params"][k].items() if not torch.equal(p, start[n])]
+        assert moved, f"exit {k}: no parameter changed"
+    assert ckpt.read_bytes() == ckpt_bytes
+    for r in (r0, r1):
+        assert r["backbone"].keys() == fresh.state_dict().keys()
+        assert all(torch.equal(t, fresh.state_dict()[n]) for n, t in r["backbone"].items())
+        assert r["backbone_grads"] == []
+
+    # against one process with the same arguments: it reads rank 0's faces only
+    single = tmp_path / "single" / "H.pt"
+    assert main([*args, "--out", str(single)]) == 0
+    capsys.readouterr()
+    one = json.loads((tmp_path / "single" / "H.json").read_text())
+    assert one["world"] == 1
+    assert one["losses"][0] == pytest.approx(r0["losses"][0], rel=1e-5)  # same heads, same faces
+    alone = heads_state(single)
+    gap = max(float((alone[k][n] - p).abs().max())
+              for k in (1, 2) for n, p in r0["params"][k].items())  # fmt: skip
+    assert gap > 1e-5, "DDP gave the single-process heads: rank 1's gradients did not count"
