@@ -216,6 +216,94 @@ def test_search_cascade_against_a_direct_loop() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# per-template exits and pairs scored at a common exit (offline)
+# --------------------------------------------------------------------------------------
+
+
+def _template_data(seed: int = 5):
+    """Random per-exit features of 60 rows in 12 templates (sparse ids, shuffled rows) and
+    2 medias each, with a stability policy whose threshold splits the rows across exits."""
+    rng = np.random.default_rng(seed)
+    ks = [2, 3, 5, 6]
+    n, d = 60, 8
+    templates = rng.permutation(np.repeat(np.arange(12) * 7 + 3, 5)).astype(np.int64)
+    medias = (templates * 10 + rng.integers(0, 2, n)).astype(np.int64)
+    base = rng.normal(size=(n, d))
+    feats = {k: (base + (1.0 / (j + 1)) * rng.normal(size=(n, d))).astype(np.float32) for j, k in enumerate(ks)}
+    policy = dy.make_policy("stability", ks, tau=0.5)
+    policy = policy.with_threshold(float(np.median(dy.face_statistics(policy, feats)[:, 1:-1])))
+    return ks, feats, templates, medias, policy, rng
+
+
+def test_per_template_exits_are_the_deepest_image_exit_of_each_template() -> None:
+    ks, feats, templates, _, policy, _ = _template_data()
+    own = dy.simulate(policy, feats)
+    assert len(set(own.exits.tolist())) >= 3
+    r = dy.simulate(policy, feats, per_template=True, templates=templates)
+    want = np.array([own.exits[templates == t].max() for t in templates])  # the rule, row by row
+    np.testing.assert_array_equal(r.exits, want)
+    assert (r.exits >= own.exits).any() and (r.exits > own.exits).any()
+    for t in np.unique(templates):  # one exit per template, and the rows' features at that exit
+        assert len(set(r.exits[templates == t].tolist())) == 1
+    np.testing.assert_array_equal(r.embeddings, np.stack([feats[int(k)][i] for i, k in enumerate(want)]))
+    np.testing.assert_array_equal(dy.template_exits(own.exits, templates), want)
+
+
+def _reference_common_scores(feats, exits, templates, medias, weights, p1, p2):
+    from vitfree.ijb import aggregate_templates
+
+    out, where = [], []
+    for a, b in zip(p1, p2):
+        k = int(min(exits[templates == a].min(), exits[templates == b].min()))  # every image reached k
+        tf, ids = aggregate_templates(np.nan_to_num(feats[k]), templates, medias, weights)
+        va, vb = tf[np.searchsorted(ids, a)].astype(np.float64), tf[np.searchsorted(ids, b)].astype(np.float64)
+        out.append(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb))
+        where.append(k)
+    return np.array(out), np.array(where)
+
+
+@pytest.mark.parametrize("per_template", [False, True])
+def test_common_exit_scores_against_template_features_aggregated_at_that_exit(per_template: bool) -> None:
+    ks, feats, templates, medias, policy, rng = _template_data(6)
+    r = dy.simulate(policy, feats, per_template=per_template, templates=templates if per_template else None)
+    weights = rng.uniform(0.5, 1.0, templates.shape[0])
+    tids = np.unique(templates)
+    p1, p2 = rng.choice(tids, 40), rng.choice(tids, 40)
+    # an image never passed the exits past its own: NaN there must never be read
+    seen = {k: np.where((r.exits >= k)[:, None], v, np.nan).astype(np.float32) for k, v in feats.items()}
+    c = dy.common_exit_scores(seen, r.exits, templates, medias, p1, p2, weights=weights)
+    ref, where = _reference_common_scores(feats, r.exits, templates, medias, weights, p1, p2)
+    np.testing.assert_array_equal(c.pair_exits, where)
+    np.testing.assert_allclose(c.scores, ref, atol=1e-5)
+    assert c.scores.dtype == np.float32 and len(set(where.tolist())) >= 2
+    if per_template:  # every template at one exit: a pair at the shallower template's exit
+        te = {int(t): int(r.exits[templates == t][0]) for t in tids}
+        assert where.tolist() == [min(te[int(a)], te[int(b)]) for a, b in zip(p1, p2)]
+    np.testing.assert_array_equal(c.template_ids, tids)
+
+
+def test_template_options_bad_arguments() -> None:
+    ks, feats, templates, medias, policy, _ = _template_data()
+    with pytest.raises(InputError, match="per_template=True needs the template id"):
+        dy.simulate(policy, feats, per_template=True)
+    with pytest.raises(InputError, match="only used with per_template=True"):
+        dy.simulate(policy, feats, templates=templates)
+    with pytest.raises(InputTypeError, match="per_template must be True or False"):
+        dy.simulate(policy, feats, per_template="yes", templates=templates)
+    with pytest.raises(InputError, match="templates has 59 rows, expected 60"):
+        dy.simulate(policy, feats, per_template=True, templates=templates[:-1])
+    ex = np.full(60, 6)
+    with pytest.raises(InputError, match="scored at exit 6 but its features are missing"):
+        dy.common_exit_scores({2: feats[2]}, ex, templates, medias, templates[:3], templates[:3])
+    with pytest.raises(InputError, match="pair 1: template 999 of p2 has no images"):
+        dy.common_exit_scores(feats, ex, templates, medias, templates[:2], np.array([templates[0], 999]))
+    with pytest.raises(InputError, match="p1 and p2 differ in length"):
+        dy.common_exit_scores(feats, ex, templates, medias, templates[:2], templates[:3])
+    with pytest.raises(InputError, match="1-D array of integers"):
+        dy.template_exits(ex.astype(float), templates)
+
+
+# --------------------------------------------------------------------------------------
 # calibration (the demo model on a small held-out SYNTHETIC set)
 # --------------------------------------------------------------------------------------
 
@@ -326,6 +414,48 @@ def test_cascade_rows_of_an_ijb_evaluation(small) -> None:
     assert rows == [] and info["rank1_percent"] == pytest.approx(100 * dy.search_rank1(search, cs)[0], abs=1e-3)
 
 
+def test_template_options_of_an_ijb_evaluation(small) -> None:
+    """The live path (decisions per image, then deeper templates rerun) against the offline
+    path on the stored per-exit features; a calibration in the same mode; misuse refused."""
+    from vitfree.data import load_ijb_1n, load_ijb_meta
+    from vitfree.evaluate import IJBOptions
+    from vitfree.metrics import tar_at_far
+    from vitfree.store import load_feature_sets
+
+    root, demo, cs = small
+    meta, onen = load_ijb_meta(root / "data"), load_ijb_1n(root / "data")
+    sets = load_feature_sets(root / "work" / "features")
+    ks = [3, 4, 5]  # shallow: the live path runs at most 5 of the 12 blocks
+    base = dy.Policy("stability", ks, {"tau": 1.0}, model=dy.model_record(demo))
+    pol = base.with_threshold(_mid_tau(dy.face_statistics(base, cs.feats)))
+    opts = IJBOptions(fars=(1e-2, 1e-1))
+    rows, info = dy.dynamic_ijb_results(pol, demo, meta, onen, sets, opts, speed=False, progress=False,
+                                        per_template=True, pair_exit="common")  # fmt: skip
+    sim = dy.simulate(pol, cs.feats, per_template=True, templates=cs.templates)
+    assert info["per_template"] and info["pair_exit"] == "common" and info["rerun_images"] > 0
+    assert info["avg_blocks"] == pytest.approx(sim.exits.mean())
+    assert info["blocks_run"] > info["avg_blocks"]  # the rerun images ran their first blocks twice
+    ref = dy.common_exit_scores(cs.feats, sim.exits, cs.templates, cs.medias, cs.p1, cs.p2, weights=cs.faceness)
+    assert info["avg_pair_exit"] == pytest.approx(ref.pair_exits.mean())
+    np.testing.assert_allclose(rows[0].verification.scores, ref.scores, atol=1e-4)
+    assert rows[0].identification is None and "common-exit pairs" in rows[0].label
+    # a calibration in this mode meets its target in this mode
+    cal = dy.calibrate_features("stability", cs, dy.Target("tar_loss", 3.0, 1e-2), exits=ks, depth=12,
+                                per_template=True, pair_exit="common")  # fmt: skip
+    ex = dy.simulate(cal, cs.feats, per_template=True, templates=cs.templates).exits
+    r = dy.common_exit_scores(cs.feats, ex, cs.templates, cs.medias, cs.p1, cs.p2, weights=cs.faceness)
+    assert tar_at_far(cs.labels, r.scores, [1e-2])[0] >= _tar(cs, cs.feats[12], 1e-2) - 0.03 - 1e-9
+    assert cal.calibration["avg_blocks"] == pytest.approx(ex.mean(), abs=1e-4)
+    assert cal.calibration["per_template"] is True and cal.calibration["pair_exit"] == "common"
+    cascade = dy.make_policy("cascade", ks, far=1e-2, alpha=1.0, thresholds=[0.3] * 3, scales=[0.1] * 3)
+    with pytest.raises(InputError, match="options of face policies"):
+        dy.dynamic_ijb_results(cascade, demo, meta, onen, sets, opts, per_template=True, progress=False)
+    with pytest.raises(InputError, match="unknown pair_exit 'nearest'"):
+        dy.calibrate_features("stability", cs, dy.Target("tar_loss", 3.0), exits=ks, depth=12, pair_exit="nearest")
+    with pytest.raises(InputError, match="not of a cascade policy"):
+        dy.calibrate_features("cascade", cs, dy.Target("tar_loss", 3.0), exits=ks, depth=12, per_template=True)
+
+
 # --------------------------------------------------------------------------------------
 # policy files and bad arguments
 # --------------------------------------------------------------------------------------
@@ -419,6 +549,11 @@ def test_cli_calibrate_then_eval_with_policy(small, tiny_checkpoint, tmp_path: P
     res = json.loads((out / "results.json").read_text())
     labels = [e["label"] for e in res["exits"]]
     assert labels[0] == "exit 4" and labels[1].startswith("dynamic (stability")
+    argv = ["eval", "ijbc", "--root", str(root / "data"), "--model", "demo", "--exits", "4", "--policy-pairs",
+            "common", "--no-speed", "--no-plots", "--no-1n", "--workers", "0", "--out", str(out)]  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "options of a dynamic-exit policy (--policy FILE)" in capsys.readouterr().err
     dyn = res["info"]["dynamic"]
     assert dyn["avg_blocks"] == pytest.approx(rec["calibration"]["avg_blocks"], abs=0.5)
     assert 0 < res["exits"][1]["cost"]["flop_ratio"] <= 1.0

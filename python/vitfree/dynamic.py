@@ -52,6 +52,15 @@ for the search cascade) lost against the full model, or an average-block budget.
 file (JSON, :func:`save_policy`) records the model's fingerprint, the target and the
 calibration data; :func:`load_policy` refuses a file made for another model.
 
+**Templates and pairs** (face policies on IJB, :func:`dynamic_ijb_results`): by default each
+image stops at its own exit and a template aggregates images of several exits.  With
+*per-template exits* (:func:`template_exits`, ``simulate(..., per_template=True)``) every
+image of a template stops at the deepest exit any of its images asked for, so a template
+lives in one exit's space.  With *common-exit pairs* (:func:`common_exit_scores`) a pair is
+scored at the deepest exit every image of both templates reached (the minimum image exit over
+both; with per-template exits, the shallower template's exit): both sides come from one exit's
+embeddings and no extra block runs.
+
 **Costs**: "blocks" of a face = the blocks it ran (its exit); each checked exit up to it also
 ran the head once (``heads``).  For the pair cascade a pair's blocks are its decision exit
 (what a 1:1 claim against an enrolled template stored at every checked exit costs); on a
@@ -95,9 +104,11 @@ if TYPE_CHECKING:
 __all__ = [
     "FACE_KINDS",
     "KINDS",
+    "PAIR_EXITS",
     "POLICY_FORMAT",
     "CalibrationSet",
     "CascadeResult",
+    "CommonExitScores",
     "DynamicResult",
     "Policy",
     "SearchCascadeResult",
@@ -106,6 +117,7 @@ __all__ = [
     "calibrate_features",
     "calibration_set",
     "cascade_scores",
+    "common_exit_scores",
     "default_policy_exits",
     "embed_faces",
     "face_statistic",
@@ -118,6 +130,7 @@ __all__ = [
     "save_policy",
     "search_cascade",
     "simulate",
+    "template_exits",
     "train_decision_net",
     "check_policy_model",
     "decision_features",
@@ -547,18 +560,193 @@ class DynamicResult(NamedTuple):
     exits: npt.NDArray[np.int64]
 
 
-def simulate(policy: Policy, feats: Mapping[int, npt.ArrayLike]) -> DynamicResult:
+def simulate(
+    policy: Policy,
+    feats: Mapping[int, npt.ArrayLike],
+    *,
+    per_template: bool = False,
+    templates: npt.ArrayLike | None = None,
+) -> DynamicResult:
     """What :func:`run_dynamic` gives, from features extracted at every checked exit.
 
     Args:
         policy: a face policy.
         feats: ``{exit: (N, F)}`` at every checked exit (image + flip summed for flips).
+        per_template: every image of a template stops at one exit, the deepest exit the
+            policy chose for any of its images (:func:`template_exits`); needs ``templates``.
+        templates: (N,) integer template id of each row (IJB ``face_tid_mid`` order), with
+            ``per_template`` only.
+
+    Returns:
+        :class:`DynamicResult`: each row's embedding (N, F) float32 at its exit, exits (N,).
     """
+    _check_per_template(per_template, templates)
     arrs = _per_exit(feats, policy.exits)
     idx = exit_indices(face_statistics(policy, feats), policy.threshold)
+    if per_template and templates is not None:
+        idx = template_exits(idx, templates, n=idx.shape[0])  # indices are ordered as the exits
     stacked = np.stack([np.asarray(a, dtype=np.float32) for a in arrs])
     emb = stacked[idx, np.arange(idx.shape[0])]
     return DynamicResult(emb, np.asarray(policy.exits, dtype=np.int64)[idx])
+
+
+#: How a face policy's IJB pairs are scored (:func:`common_exit_scores`).
+PAIR_EXITS: tuple[str, ...] = ("own", "common")
+
+
+def _check_bool(per_template: Any) -> None:
+    if not isinstance(per_template, (bool, np.bool_)):
+        raise InputTypeError(f"per_template must be True or False, got {per_template!r}")
+
+
+def _check_per_template(per_template: Any, templates: Any) -> None:
+    _check_bool(per_template)
+    if per_template and templates is None:
+        raise InputError("per_template=True needs the template id of every row (templates=)")
+    if not per_template and templates is not None:
+        raise InputError("templates= is only used with per_template=True")
+
+
+def _check_pair_exit(pair_exit: Any) -> str:
+    if pair_exit not in PAIR_EXITS:
+        raise InputError(f"unknown pair_exit {pair_exit!r}; known: {', '.join(PAIR_EXITS)} (own: each template "
+                         f"at its images' own exits; common: each pair at the deepest exit both templates reached)")  # fmt: skip
+    return str(pair_exit)
+
+
+def _ids(name: str, v: npt.ArrayLike, n: int | None = None) -> npt.NDArray[np.int64]:
+    a = np.asarray(v)
+    if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"{name} must be a 1-D array of integers, got {a.dtype} {a.shape}")
+    if n is not None and a.shape[0] != n:
+        raise InputError(f"{name} has {a.shape[0]} rows, expected {n} (one per image row)")
+    return a.astype(np.int64, copy=False)
+
+
+def template_exits(
+    exits: npt.ArrayLike, templates: npt.ArrayLike, *, n: int | None = None
+) -> npt.NDArray[np.int64]:
+    """Per-template exits: every row raised to the deepest exit of any row of its template.
+
+    With per-template policies each template lives in one exit's embedding space: its images
+    run until the last of them has asked to stop (the policy decides per image as usual; the
+    template's exit is the maximum of its images' exits).
+
+    Args:
+        exits: (N,) int exits (or exit indices: any order-preserving code) of the rows.
+        templates: (N,) int template id of each row.
+        n: the expected number of rows (checked), or None.
+
+    Returns:
+        (N,) int64, ``max(exits[templates == templates[i]])`` for every row i.
+    """
+    ex = _ids("exits", exits, n)
+    t = _ids("templates", templates, ex.shape[0])
+    tids, inv = np.unique(t, return_inverse=True)
+    deepest = np.full(tids.size, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(deepest, inv, ex)
+    return deepest[inv]
+
+
+class CommonExitScores(NamedTuple):
+    """Pairs of templates scored at a common exit (:func:`common_exit_scores`).
+
+    Attributes:
+        scores: (P,) float32 cosine of the two template features at the pair's exit.
+        pair_exits: (P,) int64 the exit each pair was scored at.
+        template_ids: (T,) int64 sorted template ids; template_exits: (T,) int64 the deepest
+            exit every image of the template reached (its *reach*).
+    """
+
+    scores: npt.NDArray[np.float32]
+    pair_exits: npt.NDArray[np.int64]
+    template_ids: npt.NDArray[np.int64]
+    template_exits: npt.NDArray[np.int64]
+
+
+def _template_reach(ex: npt.NDArray[np.int64], t: npt.NDArray[np.int64]) -> tuple[Any, Any, Any]:
+    tids, inv = np.unique(t, return_inverse=True)
+    reach = np.full(tids.size, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(reach, inv, ex)
+    return tids, inv, reach
+
+
+def _pair_exits(
+    tids: npt.NDArray[np.int64], reach: npt.NDArray[np.int64], p1: npt.NDArray[np.int64], p2: npt.NDArray[np.int64]
+) -> tuple[Any, Any, Any]:
+    i1, i2 = np.searchsorted(tids, p1), np.searchsorted(tids, p2)
+    for name, side, i in (("p1", p1, i1), ("p2", p2, i2)):
+        bad = (i >= tids.size) | (tids[np.minimum(i, tids.size - 1)] != side)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise InputError(f"pair {j}: template {int(side[j])} of {name} has no images")
+    return i1, i2, np.minimum(reach[i1], reach[i2])
+
+
+def common_exit_scores(
+    feats: Mapping[int, npt.ArrayLike],
+    exits: npt.ArrayLike,
+    templates: npt.ArrayLike,
+    medias: npt.ArrayLike,
+    p1: npt.ArrayLike,
+    p2: npt.ArrayLike,
+    *,
+    weights: npt.ArrayLike | None = None,
+    normalize_images: bool = False,
+) -> CommonExitScores:
+    """Each pair of templates scored at the deepest exit both templates reached.
+
+    A template *reaches* exit k when every one of its images ran at least k blocks (the
+    minimum of its rows' exits; with per-template exits, :func:`template_exits`, all its rows
+    share one exit and that is its reach).  Pair (A, B) is scored at ``min(reach_A,
+    reach_B)``: both templates then have every image's features at that exit (an image that
+    stopped at exit e passed every checked exit <= e), so both sides are aggregated from the
+    same exit's embeddings (one space) and no block runs beyond what the policy ran.  The
+    template features at exit k are the usual IJB aggregation (:func:`vitfree.ijb.aggregate_templates`)
+    of the rows of the templates that reach k.
+
+    Args:
+        feats: ``{exit: (N, F)}`` per-image features (image + flip summed) at every exit a
+            pair is scored at; rows of an image that did not pass an exit are never read
+            there (they may hold NaN).
+        exits: (N,) int64 each row's exit (a key of ``feats`` for every value).
+        templates, medias: (N,) int ids of each row; p1, p2: (P,) template ids of the pairs.
+        weights: (N,) per-image weights (detector scores) or None; normalize_images: the
+            protocol option.
+
+    Returns:
+        :class:`CommonExitScores`.
+
+    Raises:
+        InputError: length mismatches, an exit without features, a pair naming a template
+            with no images.
+    """
+    from vitfree.ijb import aggregate_templates
+
+    ex = _ids("exits", exits)
+    n = ex.shape[0]
+    t = _ids("templates", templates, n)
+    m = _ids("medias", medias, n)
+    a, b = _ids("p1", p1), _ids("p2", p2)
+    if a.shape != b.shape:
+        raise InputError(f"p1 and p2 differ in length ({a.shape[0]} and {b.shape[0]})")
+    w = None if weights is None else np.asarray(weights)
+    tids, inv, reach = _template_reach(ex, t)
+    i1, i2, pex = _pair_exits(tids, reach, a, b)
+    scores = np.zeros(a.shape[0], dtype=np.float32)
+    for k in np.unique(pex).tolist():
+        if k not in feats:
+            raise InputError(f"pairs are scored at exit {k} but its features are missing (have {sorted(feats)})")
+        f = np.asarray(feats[k])
+        if f.ndim != 2 or f.shape[0] != n:
+            raise InputError(f"features of exit {k} have shape {f.shape}; expected ({n}, F)")
+        rows = np.flatnonzero(reach[inv] >= k)  # every row of the templates that reach k
+        tf, ids_k = aggregate_templates(np.ascontiguousarray(f[rows]), t[rows], m[rows],
+                                        None if w is None else w[rows], normalize_images=normalize_images)  # fmt: skip
+        sel = np.flatnonzero(pex == k)
+        j1, j2 = np.searchsorted(ids_k, a[sel]), np.searchsorted(ids_k, b[sel])
+        scores[sel] = np.einsum("ij,ij->i", tf[j1], tf[j2])
+    return CommonExitScores(scores, pex.astype(np.int64), tids, reach)
 
 
 # --------------------------------------------------------------------------------------
@@ -629,6 +817,15 @@ def run_dynamic(
         InputError: a pair or search policy, a policy checking exits past the model's depth,
             a model in training mode (BatchNorm would mix the faces of a batch).
     """
+    return _run_dynamic(model, images, policy, flip=flip, amp=amp, scaling=scaling)[0]
+
+
+def _run_dynamic(
+    model: VisionTransformer, images: Any, policy: Policy, *, flip: bool = True, amp: str | None = None,
+    scaling: str = "div255", keep_passed: bool = False,
+) -> tuple[DynamicResult, npt.NDArray[np.float32] | None]:
+    """:func:`run_dynamic`, and with ``keep_passed`` also the (m, B, F) float32 embeddings of
+    every face at each checked exit it passed (NaN at the exits it did not reach)."""
     import torch
 
     from vitfree.runtime import runtime
@@ -641,6 +838,7 @@ def run_dynamic(
     rt = runtime(model.pos_embed.device, amp)
     out = np.zeros((b, model.num_features), dtype=np.float32)
     exits = np.zeros(b, dtype=np.int64)
+    passed = np.full((len(policy.exits), b, model.num_features), np.nan, np.float32) if keep_passed else None
     thr = policy.threshold
     last = len(policy.exits) - 1
     with torch.inference_mode(), rt.autocast():
@@ -655,6 +853,8 @@ def run_dynamic(
             n = active.shape[0]
             emb = (e[:n] + e[n:]) if flip else e
             emb_np = emb.cpu().numpy()
+            if passed is not None:
+                passed[i, active] = emb_np
             if i == last:
                 stop = np.ones(n, dtype=bool)
             else:
@@ -671,7 +871,7 @@ def run_dynamic(
                 prev = emb_np[keep]
             else:
                 prev = emb_np
-    return DynamicResult(out, exits)
+    return DynamicResult(out, exits), passed
 
 
 def _batches(n: int, size: int) -> Iterator[slice]:
@@ -1093,6 +1293,7 @@ class CalibrationSet:
     normalize_images: bool = False
     onen: IJB1N | None = None
     source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _cache: dict[Any, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_meta(
@@ -1122,6 +1323,47 @@ class CalibrationSet:
         from vitfree.metrics import tar_at_far
 
         return float(tar_at_far(self.labels, self.pair_scores(img), [far])[0])
+
+    def policy_scores(
+        self, ks: Sequence[int], exits: npt.ArrayLike, *, per_template: bool = False, pair_exit: str = "own"
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Pair scores of a face policy whose rows stopped at ``exits`` (checked exits ``ks``).
+
+        Returns ``(scores (P,) float32, row exits (N,) int64 after per-template extension,
+        pair exits (P,) int64)``; with ``pair_exit="own"`` each template is aggregated from
+        its rows' own exits and the pair exits are the deeper side's template exit.
+        """
+        ex = np.asarray(exits, dtype=np.int64)
+        if per_template:
+            ex = template_exits(ex, self.templates)
+        tids, inv, reach = _template_reach(ex, np.asarray(self.templates, dtype=np.int64))
+        if _check_pair_exit(pair_exit) == "own":
+            idx = np.searchsorted(np.asarray(ks, dtype=np.int64), ex)
+            stacked = self._stacked(ks)
+            img = stacked[idx, np.arange(ex.shape[0])]
+            deepest = np.zeros(tids.size, dtype=np.int64)
+            np.maximum.at(deepest, inv, ex)
+            i1, i2 = np.searchsorted(tids, self.p1), np.searchsorted(tids, self.p2)
+            return self.pair_scores(img), ex, np.maximum(deepest[i1], deepest[i2])
+        i1, i2, pex = _pair_exits(tids, reach, np.asarray(self.p1, np.int64), np.asarray(self.p2, np.int64))
+        scores = np.zeros(pex.shape[0], dtype=np.float32)
+        for k in np.unique(pex).tolist():
+            tf, ids = self._template_feats_at(int(k))  # all templates: aggregation is per template
+            sel = np.flatnonzero(pex == k)
+            scores[sel] = np.einsum("ij,ij->i", tf[i1[sel]], tf[i2[sel]])
+        return scores, ex, pex
+
+    def _stacked(self, ks: Sequence[int]) -> npt.NDArray[np.float32]:
+        key = tuple(int(k) for k in ks)
+        if self._cache.get("stacked_key") != key:
+            self._cache["stacked"] = np.stack([self.feats[k] for k in key])
+            self._cache["stacked_key"] = key
+        return self._cache["stacked"]  # type: ignore[no-any-return]
+
+    def _template_feats_at(self, k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        if ("tf", k) not in self._cache:
+            self._cache[("tf", k)] = self.template_feats(self.feats[k])
+        return self._cache[("tf", k)]  # type: ignore[no-any-return]
 
 
 def _select(costs: npt.NDArray[np.float64], accs: npt.NDArray[np.float64], full: float, target: Target) -> int:
@@ -1177,6 +1419,8 @@ def calibrate_features(
     net: Mapping[str, Any] | None = None,
     top_k: int = 10,
     model: Mapping[str, Any] | None = None,
+    per_template: bool = False,
+    pair_exit: str = "own",
 ) -> Policy:
     """Choose a policy's parameter on an embedded calibration set to meet ``target``.
 
@@ -1194,8 +1438,15 @@ def calibrate_features(
         net: the decision net of a learned policy (:func:`train_decision_net`).
         top_k: candidates the search cascade re-ranks.
         model: the model record stored in the policy (fingerprint, depth, ...).
+        per_template, pair_exit: face policies: calibrate for per-template exits and for
+            pairs scored at a common exit (:func:`dynamic_ijb_results`), as they will be
+            evaluated; recorded in the policy's calibration.
     """
     ks = _exits_tuple(exits)
+    _check_bool(per_template)
+    _check_pair_exit(pair_exit)
+    if kind not in FACE_KINDS and (per_template or pair_exit != "own"):
+        raise InputError(f"per_template and pair_exit='common' are options of face policies, not of a {kind} policy")
     if ks[-1] > depth:
         raise InputError(f"checked exit {ks[-1]} is past the model's depth ({depth})")
     if depth not in data.feats:
@@ -1206,7 +1457,7 @@ def calibrate_features(
     model_rec = dict(model or {})
     model_rec.setdefault("depth", depth)
     if kind in FACE_KINDS:
-        return _calibrate_face(kind, data, target, ks, depth, net, model_rec)
+        return _calibrate_face(kind, data, target, ks, depth, net, model_rec, per_template, pair_exit)
     if kind == "cascade":
         return _calibrate_cascade(data, target, ks, model_rec)
     return _calibrate_search(data, target, ks, depth, top_k, model_rec)
@@ -1226,14 +1477,16 @@ def _curve(params: npt.ArrayLike, costs: npt.ArrayLike, accs: npt.ArrayLike, n: 
 
 def _calibrate_face(
     kind: str, data: CalibrationSet, target: Target, ks: tuple[int, ...], depth: int,
-    net: Mapping[str, Any] | None, model_rec: dict[str, Any],
+    net: Mapping[str, Any] | None, model_rec: dict[str, Any], per_template: bool = False, pair_exit: str = "own",
 ) -> Policy:
+    from vitfree.metrics import tar_at_far
+
     params: dict[str, Any] = {"tau": 1.0} if kind == "stability" else {"threshold": 1.0, "net": net}
     base = Policy(kind, ks, params, model=model_rec)
     stats = face_statistics(base, data.feats)
-    stacked = np.stack([data.feats[k] for k in ks])
     ex_arr = np.asarray(ks, dtype=np.int64)
     full = data.tar(data.feats[depth], target.far)
+    modes = per_template or pair_exit != "own"
     cands = _candidates(stats[:, :-1].ravel())
     if kind == "stability":
         cands = np.unique(np.concatenate([[-1.0], np.clip(cands, -1.0, 1.0)]))
@@ -1243,20 +1496,24 @@ def _calibrate_face(
     cands = np.unique(cands)
     costs = np.zeros(cands.size)
     accs = np.zeros(cands.size)
-    rows = np.arange(stats.shape[0])
     for j, t in enumerate(cands):
-        idx = exit_indices(stats, float(t))
-        costs[j] = float(ex_arr[idx].mean())
-        accs[j] = data.tar(stacked[idx, rows], target.far)
+        ex = ex_arr[exit_indices(stats, float(t))]
+        sc, ex, _ = data.policy_scores(ks, ex, per_template=per_template, pair_exit=pair_exit)
+        costs[j] = float(ex.mean())
+        accs[j] = float(tar_at_far(data.labels, sc, [target.far])[0])
     j = _select(costs, accs, full, target)
     chosen = float(cands[j])
+    chosen_ex = ex_arr[exit_indices(stats, chosen)]
+    if per_template:
+        chosen_ex = template_exits(chosen_ex, data.templates)
     calib = {
         **data.source, "far": target.far, "full_exit": depth,
+        **({"per_template": bool(per_template), "pair_exit": pair_exit} if modes else {}),
         "full_tar_percent": round(full * 100, 4),
         "tar_percent": round(float(accs[j]) * 100, 4),
         "tar_loss_points": round((full - float(accs[j])) * 100, 4),
         "avg_blocks": round(float(costs[j]), 4),
-        "exit_histogram": _histogram(ex_arr[exit_indices(stats, chosen)], ks),
+        "exit_histogram": _histogram(chosen_ex, ks),
         "curve_columns": ["threshold", "avg_blocks", "tar_percent"],
         "curve": _curve(cands, costs, accs),
     }
@@ -1501,6 +1758,8 @@ def calibrate(
     use_faceness: bool = True,
     normalize_images: bool = False,
     progress: bool = True,
+    per_template: bool = False,
+    pair_exit: str = "own",
 ) -> Policy:
     """Calibrate a policy of ``kind`` for ``model`` on a held-out IJB-format set
     (``vitfree dynamic calibrate``).
@@ -1521,6 +1780,8 @@ def calibrate(
             ``train_identities`` x ``train_images`` SYNTHETIC faces of ``train_seed``).
         batch_size, num_workers, device, amp, progress: as in :func:`vitfree.extract.extract_ijb`.
         use_flip, use_faceness, normalize_images: the protocol (community defaults).
+        per_template, pair_exit: face policies: calibrate for per-template exits and pairs
+            scored at a common exit (:func:`calibrate_features`).
 
     Returns:
         The calibrated :class:`Policy` (also written to ``out``).
@@ -1563,7 +1824,8 @@ def calibrate(
             net = train_decision_net(model, ks, identities=train_identities, images_per_identity=train_images,
                                      seed=train_seed, batch_size=batch_size, progress=progress)  # fmt: skip
         policy = calibrate_features(kind, cs, target, exits=ks, depth=model.depth, net=net, top_k=top_k,
-                                    model=model_record(model))  # fmt: skip
+                                    model=model_record(model), per_template=per_template,
+                                    pair_exit=pair_exit)  # fmt: skip
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -1716,6 +1978,8 @@ def dynamic_ijb_results(
     speed: bool = True,
     progress: bool = True,
     face_input: Any = None,
+    per_template: bool = False,
+    pair_exit: str = "own",
 ) -> tuple[list[ExitResult], dict[str, Any]]:
     """The rows a policy adds to an IJB evaluation, and what to record about it.
 
@@ -1723,6 +1987,20 @@ def dynamic_ijb_results(
       then the usual template aggregation, 1:1 and 1:N; the row's cost is the average per
       face (GFLOPs with the extra heads) and, with ``speed``, the measured speed-up over the
       full model on up to 256 of the benchmark's faces;
+
+      - ``per_template=True``: every image of a template stops at the deepest exit the
+        policy chose for any of its images (:func:`template_exits`), so a template lives in
+        one exit's space.  The live path decides per image first, then reads the images
+        whose template goes deeper again and runs them from the first block to the
+        template's exit (their tokens are not kept between the passes): the row's cost is
+        the blocks the rule needs (the template's exit per image); ``info.blocks_run``
+        records what this simple two-pass execution actually ran and ``info.rerun_images``
+        how many images it read twice; no speed is measured;
+      - ``pair_exit="common"``: each pair is scored at the deepest exit both templates
+        reached (:func:`common_exit_scores`); it needs every image's embedding at every
+        checked exit it passed, kept in memory (checked exits x images x features float32)
+        and it runs no extra block; 1:1 only (the 1:N search has no pair to share an
+        exit with), ``info.avg_pair_exit`` is the average exit a pair was scored at;
     * a ``cascade``: the pairs decided exit by exit from the static exits' template features
       (``sets`` must hold the checked exits); 1:1 only;
     * a ``search-cascade``: rank-1 of the cascade, recorded in the info (no table row).
@@ -1734,24 +2012,42 @@ def dynamic_ijb_results(
                             if policy.target else None, "calibration": dict(policy.calibration or {})}  # fmt: skip
     for key in ("curve", "curve_columns"):
         info["calibration"].pop(key, None)
+    _check_bool(per_template)
+    _check_pair_exit(pair_exit)
+    if not policy.is_face_policy and (per_template or pair_exit != "own"):
+        raise InputError(f"per-template exits and common-exit pairs are options of face policies "
+                         f"({', '.join(FACE_KINDS)}), not of a {policy.kind} policy")  # fmt: skip
     if policy.is_face_policy:
-        feats, exits, faces, secs = _dynamic_ijb_features(
+        common = pair_exit == "common"
+        live = _dynamic_ijb_features(
             model, meta, policy, batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
             flip=options.use_flip, skipped_rows=skipped_rows, progress=progress, face_input=face_input,
+            per_template=per_template, keep_passed=common,
         )  # fmt: skip
+        feats, exits = live.feats, live.exits
         speedup = None
-        if speed and faces.shape[0]:
-            t = measure_dynamic_speed(model, faces, {"dynamic": policy}, [model.depth], batch_size=batch_size,
+        if speed and live.faces.shape[0] and not (per_template or common):
+            t = measure_dynamic_speed(model, live.faces, {"dynamic": policy}, [model.depth], batch_size=batch_size,
                                       flip=options.use_flip, amp=amp)  # fmt: skip
             speedup = t[f"exit {model.depth}"] / t["dynamic"]
             info["seconds_per_face"] = t
         cost, c = _dyn_cost_record(model, policy, exits, speedup)
+        mode = ", per template" if per_template else ""
+        info.update(c, exit_histogram=_histogram(exits, policy.exits), images_per_s=len(meta) / max(live.secs, 1e-9),
+                    speedup=speedup, per_template=bool(per_template), pair_exit=pair_exit,
+                    blocks_run=live.blocks_run, rerun_images=live.rerun)  # fmt: skip
+        if common:
+            label = f"dynamic ({policy.kind}{mode}, common-exit pairs, {c['avg_blocks']:.2f} blocks)"
+            ver, pex = _common_exit_verification(policy, meta, live, options)
+            info.update(avg_pair_exit=float(pex.mean()) if pex.size else 0.0,
+                        pair_exit_histogram=_histogram(pex, policy.exits))  # fmt: skip
+            log.info("%s: %.2f blocks per face, pairs scored at exit %.2f on average",
+                     policy.describe(), c["avg_blocks"], info["avg_pair_exit"])  # fmt: skip
+            return [ExitResult(label, None, ver, None, cost)], info
         from vitfree.store import FeatureSet as _FS
 
-        label = f"dynamic ({policy.kind}, {c['avg_blocks']:.2f} blocks)"
+        label = f"dynamic ({policy.kind}{mode}, {c['avg_blocks']:.2f} blocks)"
         res = evaluate_ijb_exits([_FS(label, feats, None, None, cost)], meta, onen, options)
-        info.update(c, exit_histogram=_histogram(exits, policy.exits), images_per_s=len(meta) / max(secs, 1e-9),
-                    speedup=speedup)  # fmt: skip
         log.info("%s: %.2f blocks per face on average (%s)", policy.describe(), c["avg_blocks"], info["exit_histogram"])
         return list(res), info
     missing = [k for k in policy.exits if k not in by_exit]
@@ -1808,12 +2104,37 @@ def _summed(fs: FeatureSet, use_flip: bool) -> npt.NDArray[np.float32]:
     return v + np.asarray(fs.flip, dtype=np.float32) if (use_flip and fs.flip is not None) else v
 
 
+class _LiveFeatures(NamedTuple):
+    feats: npt.NDArray[np.float32]  # (N, F) every row at its exit
+    exits: npt.NDArray[np.int64]  # (N,) after the per-template extension
+    faces: npt.NDArray[np.uint8]  # a sample of aligned faces for the speed measurement
+    secs: float
+    passed: npt.NDArray[np.float32] | None  # (m, N, F) at every checked exit passed, NaN elsewhere
+    blocks_run: float  # blocks per image the two passes ran
+    rerun: int  # images read and run a second time
+
+
+def _follow_template(exits: npt.NDArray[np.int64], templates: npt.NDArray[np.int64], ok: npt.NDArray[np.bool_]) -> None:
+    """Skipped rows (zero features) take the deepest exit of their template's other rows, so
+    they neither drive a template deeper nor limit its reach (in place)."""
+    if ok.all():
+        return
+    tids, inv = np.unique(templates, return_inverse=True)
+    deepest = np.zeros(tids.size, dtype=np.int64)
+    np.maximum.at(deepest, inv[ok], exits[ok])
+    bad = ~ok
+    exits[bad] = np.where(deepest[inv[bad]] > 0, deepest[inv[bad]], exits[bad])
+
+
 def _dynamic_ijb_features(
     model: VisionTransformer, meta: IJBMeta, policy: Policy, *, batch_size: int, num_workers: int | None,
     device: Any, amp: str | None, flip: bool, skipped_rows: Sequence[int], progress: bool, keep: int = 256,
-    face_input: Any = None,
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.uint8], float]:
-    """Every IJB image at its own exit (zero features for the images the extraction skipped)."""
+    face_input: Any = None, per_template: bool = False, keep_passed: bool = False,
+) -> _LiveFeatures:
+    """Every IJB image at its own exit (zero features for the images the extraction skipped);
+    with ``per_template`` a second pass runs the images whose template goes deeper to the
+    template's exit; with ``keep_passed`` every image's embeddings at each checked exit it passed."""
+    import torch
     from tqdm.auto import tqdm
 
     from vitfree.faces import IJBCrops, face_batches
@@ -1824,6 +2145,8 @@ def _dynamic_ijb_features(
     n = len(meta)
     feats = np.zeros((n, model.num_features), dtype=np.float32)
     exits = np.zeros(n, dtype=np.int64)
+    passed = np.full((len(policy.exits), n, model.num_features), np.nan, np.float32) if keep_passed else None
+    ok_all = np.ones(n, dtype=bool)
     skip = set(int(r) for r in skipped_rows)
     sample: list[npt.NDArray[np.uint8]] = []
     crops = IJBCrops(meta=meta, normalize=False, skip_bad=True, lenient=True, face_input=face_input)
@@ -1833,7 +2156,8 @@ def _dynamic_ijb_features(
     with tqdm(total=n, desc=f"{meta.dataset} dynamic exits", unit="img", disable=not progress) as bar:
         for batch in face_batches(crops, batch_size, num_workers=workers):
             t0 = time.perf_counter()
-            r = run_dynamic(model, batch.images, policy, flip=flip, amp=rt.amp, scaling=fi.pixel_scaling)
+            r, p = _run_dynamic(model, batch.images, policy, flip=flip, amp=rt.amp, scaling=fi.pixel_scaling,
+                                keep_passed=keep_passed)  # fmt: skip
             secs += time.perf_counter() - t0
             rows = batch.rows
             ok = batch.ok & np.array([int(x) not in skip for x in rows], dtype=bool)
@@ -1846,11 +2170,67 @@ def _dynamic_ijb_features(
                 raise NonFiniteFeaturesError(f"the model gave NaN or infinite features for IJB image {crops.path(int(rows[i]))}")
             feats[rows] = np.where(ok[:, None], r.embeddings, 0.0)
             exits[rows] = r.exits
+            ok_all[rows] = ok
+            if passed is not None and p is not None:
+                passed[:, rows] = np.where(ok[None, :, None], p, 0.0)  # skipped rows: zeros everywhere
             if len(sample) < keep:
                 sample.extend(batch.images.permute(0, 2, 3, 1).numpy()[: keep - len(sample)])
             bar.update(len(batch))
+    blocks_run = float(exits.sum())
+    rerun = 0
+    templates = np.asarray(meta.templates, dtype=np.int64)
+    _follow_template(exits, templates, ok_all)
+    if per_template:
+        target = template_exits(exits, templates)
+        need = (target > exits) & ok_all
+        rerun = int(need.sum())
+        for k in np.unique(target[need]).tolist():  # one group per template exit: no row runs past it
+            ks = [e for e in policy.exits if e <= k]
+            part = IJBCrops(meta=meta, normalize=False, skip_bad=True, lenient=True, face_input=face_input,
+                            indices=np.flatnonzero(need & (target == k)))  # fmt: skip
+            for batch in tqdm(face_batches(part, batch_size, num_workers=workers), disable=not progress,
+                              desc=f"{meta.dataset} to the template's exit {k}", unit="batch"):  # fmt: skip
+                x = _as_input(model, batch.images, fi.pixel_scaling)
+                with torch.inference_mode(), rt.autocast():
+                    out = model.forward_exits(torch.cat([x, x.flip(3)]) if flip else x, ks)
+                b = int(x.shape[0])
+                e = {j: (v[:b] + v[b:] if flip else v).float().cpu().numpy() for j, v in out.items()}
+                feats[batch.rows] = e[k]
+                if passed is not None:
+                    for i, j in enumerate(policy.exits):
+                        if j <= k:
+                            passed[i, batch.rows] = e[j]
+                blocks_run += k * b
+        exits = np.where(ok_all, target, exits)
     faces = np.stack(sample) if sample else np.zeros((0, model.img_size, model.img_size, 3), np.uint8)
-    return feats, exits, faces, secs
+    return _LiveFeatures(feats, exits, faces, secs, passed, blocks_run / max(n, 1), rerun)
+
+
+def _common_exit_verification(
+    policy: Policy, meta: IJBMeta, live: _LiveFeatures, options: IJBOptions
+) -> tuple[Any, npt.NDArray[np.int64]]:
+    """The 1:1 result of pairs scored at the deepest exit both templates reached."""
+    from vitfree.ijb import VerificationResult, aggregate_templates
+    from vitfree.metrics import roc, tar_at_far_points
+
+    if live.passed is None:
+        raise InputError("common-exit pairs need the embeddings of every checked exit passed (keep_passed)")
+    w = meta.faceness if options.use_faceness else None
+    by_exit = {k: live.passed[i] for i, k in enumerate(policy.exits)}
+    r = common_exit_scores(by_exit, live.exits, meta.templates, meta.medias, meta.p1, meta.p2,
+                           weights=w, normalize_images=options.normalize_images)  # fmt: skip
+    # the template features recorded: each template at its reach (every image has it there)
+    _, inv = np.unique(np.asarray(meta.templates, dtype=np.int64), return_inverse=True)
+    at = np.searchsorted(np.asarray(policy.exits), r.template_exits[inv])
+    img = live.passed[at, np.arange(len(meta))]
+    tf, tids = aggregate_templates(img, meta.templates, meta.medias, w, normalize_images=options.normalize_images)
+    rc = roc(np.asarray(meta.labels), r.scores)
+    ver = VerificationResult(
+        nearest=tar_at_far_points(rc, fars=options.fars, rule="nearest"),
+        at_most=tar_at_far_points(rc, fars=options.fars, rule="at_most"),
+        roc=rc, auc=rc.auc(), scores=r.scores, template_feats=tf, template_ids=tids, n_images=len(meta),
+    )  # fmt: skip
+    return ver, r.pair_exits
 
 
 def dynamic_pairset_results(

@@ -408,6 +408,8 @@ def evaluate_ijb(
     exit_heads: str | os.PathLike[str] | None = None,
     modes: str | Sequence[str] | None = None,
     policy: Any = None,
+    policy_per_template: bool = False,
+    policy_pairs: str = "own",
 ) -> Evaluation | None:
     """Evaluate a checkpoint on IJB-B/C at every exit (``vitfree eval ijbc|ijbb``).
 
@@ -444,6 +446,9 @@ def evaluate_ijb(
         policy: a dynamic-exit policy or policy file (:mod:`vitfree.dynamic`, calibrated for
             this model): adds its row next to the static exits (face policies: every image at
             its own exit; ``cascade``: pairs decided exit by exit) and ``info.dynamic``.
+        policy_per_template, policy_pairs: face policies: every image of a template at the
+            template's deepest image exit; ``"common"``: each pair scored at the deepest exit
+            both templates reached (:func:`vitfree.dynamic.dynamic_ijb_results`).
 
     Returns:
         The :class:`Evaluation` on rank 0; None on the other ranks of a torchrun launch.
@@ -463,12 +468,19 @@ def evaluate_ijb(
     else:
         wanted = list(exits) if exits is not None else default_exits(model.depth)
     pol = None
+    if policy is None and (policy_per_template or policy_pairs != "own"):
+        raise InputError("--policy-per-template and --policy-pairs are options of a dynamic-exit policy (--policy FILE)")
     if policy is not None:
-        from vitfree.dynamic import resolve_policy
+        from vitfree.dynamic import PAIR_EXITS, resolve_policy
+
+        if policy_pairs not in PAIR_EXITS:
+            raise InputError(f"unknown policy_pairs {policy_pairs!r}; known: {', '.join(PAIR_EXITS)}")
 
         if onnx:
             raise InputError("dynamic exits (policy) need a vitfree model with exits, not an ONNX graph")
         pol = resolve_policy(policy, model)  # type: ignore[arg-type]
+        if not pol.is_face_policy and (policy_per_template or policy_pairs != "own"):
+            raise InputError(f"--policy-per-template and --policy-pairs common take face policies, not a {pol.kind} policy")
         if not pol.is_face_policy:  # the cascades work on the static exits' features
             wanted = sorted(set(model.resolve_exits(wanted)) | set(pol.exits))  # type: ignore[union-attr]
     feats_dir = Path(out) / "features"
@@ -533,6 +545,7 @@ def evaluate_ijb(
             pol, model, meta, onen, sets, repro.options(base=options or IJBOptions()),  # type: ignore[arg-type]
             batch_size=batch_size, num_workers=num_workers, device=device, amp=amp,
             skipped_rows=res.skipped_rows, speed=speed, progress=progress, face_input=repro.face_input,
+            per_template=policy_per_template, pair_exit=policy_pairs,
         )  # fmt: skip
     return _evaluate_ijb_sets(
         sets,

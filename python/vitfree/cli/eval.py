@@ -11,6 +11,7 @@ from vitfree.cli.options import (
     add_model_options,
     add_output_options,
     add_policy_option,
+    add_policy_template_options,
     add_reproduce_options,
     ijb_options,
     int_list,
@@ -111,6 +112,7 @@ def _add_model_eval_parsers(evsub: Any) -> None:
         add_ijb_protocol_options(p, dataset_option=False)
         add_reproduce_options(p)
         add_policy_option(p)
+        add_policy_template_options(p)
         add_output_options(p, f"out/{name}")
         p.set_defaults(func=cmd_eval_ijb, dataset=ds)
 
@@ -198,6 +200,8 @@ def cmd_eval_ijb(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         reproduce=reproduction(args),
         policy=args.policy,
+        policy_per_template=args.policy_per_template,
+        policy_pairs=args.policy_pairs,
     )
     return 0 if ev is None else _print_and_done(ev)  # under torchrun, rank 0 reports
 

@@ -12,6 +12,7 @@ __all__ = [
     "add_model_options",
     "add_output_options",
     "add_policy_option",
+    "add_policy_template_options",
     "float_list",
     "ijb_options",
     "int_list",
@@ -236,6 +237,23 @@ def load_model(args: argparse.Namespace, allow_onnx: bool = False) -> Any:
     if heads is not None:
         model.load_exit_heads(heads)  # CheckpointError for heads of another backbone
     return model
+
+
+def add_policy_template_options(p: argparse.ArgumentParser) -> None:
+    """``--policy-per-template``, ``--policy-pairs``: how a face policy meets IJB templates."""
+    p.add_argument(
+        "--policy-per-template",
+        action="store_true",
+        help="with --policy (a face policy): every image of a template stops at one exit, the deepest exit the "
+        "policy chose for any of its images (images are decided first, then those of deeper templates rerun)",
+    )
+    p.add_argument(
+        "--policy-pairs",
+        choices=["own", "common"],
+        default="own",
+        help="with --policy (a face policy): 'own' (default) aggregates each template from its images' own exits; "
+        "'common' scores each pair at the deepest exit both templates reached (1:1 only)",
+    )
 
 
 def add_policy_option(p: argparse.ArgumentParser) -> None:
