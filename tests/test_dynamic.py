@@ -569,6 +569,13 @@ def test_cli_calibrate_then_eval_with_policy(small, tiny_checkpoint, tmp_path: P
             "--no-plots", "--out", str(tmp_path / "other")]  # fmt: skip
     assert main(argv) == 2
     assert "calibrated for another model" in capsys.readouterr().err
+    pol2 = tmp_path / "policy_template.json"
+    argv = ["dynamic", "calibrate", "--model", "demo", "--root", str(root / "data"), "--max-blocks", "8",
+            "--per-template", "--pairs", "common", "--work", str(root / "work"), "--workers", "0",
+            "--out", str(pol2)]  # fmt: skip
+    assert main(argv) == 0
+    cal = json.loads(pol2.read_text())["calibration"]
+    assert cal["per_template"] is True and cal["pair_exit"] == "common"
     argv = ["dynamic", "calibrate", "--model", "demo", "--root", str(root / "data"), "--max-tar-loss", "120",
             "--out", str(pol)]  # fmt: skip
     assert main(argv) == 2

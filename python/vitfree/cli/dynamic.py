@@ -61,6 +61,12 @@ def add_parser(sub: Any) -> None:
         "1/3, 1/2, 2/3, 5/6 and the full depth for the cascades)",
     )
     p.add_argument("--top-k", type=int, default=10, help="search-cascade: candidates re-ranked deeper (default 10)")
+    p.add_argument("--per-template", action="store_true",
+                   help="face policies: calibrate with every image of a template at the deepest exit chosen for "
+                   "any of its images (evaluate with --policy-per-template)")  # fmt: skip
+    p.add_argument("--pairs", choices=["own", "common"], default="own",
+                   help="face policies: 'common' calibrates pairs scored at the deepest exit both templates reached "
+                   "(evaluate with --policy-pairs common)")  # fmt: skip
     g = p.add_argument_group("learned policy: the decision net's SYNTHETIC training faces")
     g.add_argument("--train-identities", type=int, default=200, help="people (default 200)")
     g.add_argument("--train-images", type=int, default=6, help="images per person (default 6)")
@@ -124,6 +130,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         use_flip=not args.no_flip,
         use_faceness=not args.no_faceness,
         normalize_images=args.normalize_images,
+        per_template=args.per_template,
+        pair_exit=args.pairs,
     )
     cal = {k: v for k, v in (policy.calibration or {}).items() if k not in ("curve", "curve_columns")}
     print(f"{policy.describe()}\ntarget: {target.describe()}\ncalibration: {json.dumps(cal)}\nwrote {out}")
