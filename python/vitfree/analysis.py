@@ -546,8 +546,8 @@ def _folder_source(
 ) -> DataSource:
     from torch.utils.data import DataLoader, Subset
 
+    from vitfree.faces import FolderFaces
     from vitfree.runtime import worker_context
-    from vitfree.train import FolderFaces
 
     faces = FolderFaces(root)
     n = len(faces) if max_images is None else min(len(faces), max_images)

@@ -6,6 +6,8 @@ Every pipeline that runs a model on faces reads them through here, whatever the 
   (docs/protocols.md §3) in DataLoader workers;
 * :class:`ArrayFaces`: faces already aligned and in memory (``.bin`` sets, pair lists,
   generated faces);
+* :class:`FolderFaces`: a folder per identity of aligned faces, or of loose images with a
+  landmarks file (training and analysis data; :func:`open_faces` also opens RecordIO);
 
 and :func:`face_batches` turns any of them into :class:`FaceBatch` es: uint8 RGB
 ``(B, 3, 112, 112)`` images, their horizontal flips, the source rows and an ``ok`` flag per
@@ -23,6 +25,8 @@ import dataclasses
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +40,7 @@ from vitfree.errors import IJBFormatError, InputError
 from vitfree.reproduce import FaceInput
 from vitfree.runtime import worker_context
 
-__all__ = ["ArrayFaces", "FaceBatch", "IJBCrops", "face_batches"]
+__all__ = ["ArrayFaces", "FaceBatch", "FolderFaces", "IJBCrops", "face_batches", "open_faces"]
 
 
 class _RowError(IJBFormatError):
@@ -291,3 +295,105 @@ def face_batches(
         img, flipped, rows_t = item[0], item[1], item[2]
         status = item[3].numpy() if len(item) > 3 else np.ones(len(rows_t), np.int64)
         yield FaceBatch(img, flipped, rows_t.numpy().astype(np.int64), status != 0, status == 2)
+
+
+class FolderFaces(Dataset):  # type: ignore[type-arg]
+    """Faces in ``root/<identity>/*.jpg|png``; labels = sorted folder order.
+
+    The faces are aligned 112x112 crops, or loose images with a landmarks file: when
+    ``root/landmarks.txt`` exists (or ``landmarks`` is given), each of its lines is
+    ``<identity>/<file> x1 y1 x2 y2 x3 y3 x4 y4 x5 y5`` (left eye, right eye, nose tip, left
+    and right mouth corner, in image pixels), and every image is aligned with its points as
+    the benchmarks are (:func:`vitfree.data.align.align_face`).  A line that is not 11 fields,
+    has non-numeric or unusable points (not finite, coincident, collinear) or names a file
+    that is not in the folder, and an image without a line, are errors naming the file and
+    line; nothing is dropped silently.
+    """
+
+    LANDMARKS = "landmarks.txt"
+
+    def __init__(
+        self, root: str | os.PathLike[str], landmarks: str | os.PathLike[str] | None = None
+    ) -> None:
+        base = Path(root)
+        people = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        if not people:
+            raise InputError(f"{root}: expected one sub-folder of faces per identity")
+        self.items = [(f, k) for k, p in enumerate(people) for f in sorted(p.iterdir())
+                      if f.suffix.lower() in (".jpg", ".jpeg", ".png")]  # fmt: skip
+        self.classes = len(people)
+        lm_file = Path(landmarks) if landmarks is not None else base / self.LANDMARKS
+        self.landmarks: np.ndarray | None = None
+        if landmarks is not None or lm_file.is_file():
+            self.landmarks = _read_landmarks(lm_file, base, [f for f, _ in self.items])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        f, k = self.items[i]
+        img, _ = decode_image(f)
+        if self.landmarks is not None:
+            return align_face(img, self.landmarks[i]), k
+        if img.shape[:2] != (112, 112):
+            raise InputError(
+                f"{f}: training faces must be aligned 112x112, got {img.shape[1]}x{img.shape[0]} "
+                f"(loose images need a {self.LANDMARKS} in the folder)"
+            )
+        return np.ascontiguousarray(img[:, :, ::-1]), k
+
+
+def _read_landmarks(path: Path, root: Path, files: list[Path]) -> np.ndarray:
+    """(len(files), 5, 2) float32 landmarks of ``files`` from a landmarks file (see
+    :class:`FolderFaces`); every problem is an :class:`InputError` naming file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"landmarks file not found: {path}")
+    index = {f.relative_to(root).as_posix(): j for j, f in enumerate(files)}
+    out = np.full((len(files), 5, 2), np.nan, np.float32)
+    seen = np.zeros(len(files), bool)
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        where = f"{path}:{n}"
+        if len(parts) != 11:
+            raise InputError(f"{where}: expected '<identity>/<file>' and 10 numbers, got "
+                             f"{len(parts)} fields")  # fmt: skip
+        j = index.get(parts[0])
+        if j is None:
+            raise InputError(f"{where}: {parts[0]} is not an image of {root}")
+        if seen[j]:
+            raise InputError(f"{where}: a second line for {parts[0]}")
+        try:
+            pts = np.array([float(v) for v in parts[1:]], np.float64).reshape(5, 2)
+        except ValueError:
+            raise InputError(f"{where}: landmarks must be numbers: {' '.join(parts[1:])}") from None
+        problems = landmark_problems(pts[None])
+        if problems:
+            raise InputError(f"{where}: landmarks of {parts[0]} cannot be used: {problems[0][1]}")
+        out[j], seen[j] = pts, True
+    if not seen.all():
+        missing = [files[j].relative_to(root).as_posix() for j in np.flatnonzero(~seen)[:5]]
+        raise InputError(f"{path}: no landmarks for {int((~seen).sum())} image(s), e.g. "
+                         f"{', '.join(missing)}")  # fmt: skip
+    return out
+
+
+def open_faces(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """A training set on disk: ``(dataset, kind)`` with ``kind`` "recordio" for an insightface
+    RecordIO set (``train.rec``, its ``.idx``, or a folder holding ``train.rec``) and "folder"
+    for an image folder (one sub-folder of aligned faces per identity).  The dataset gives
+    ``(uint8 (112, 112, 3) RGB, int label)`` and has ``classes``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"training data not found: {p} (give 'synth', an image folder "
+                                f"or a train.rec file)")  # fmt: skip
+    if p.suffix.lower() in (".rec", ".idx") or (p.is_dir() and (p / "train.rec").is_file()):
+        from vitfree.data.recordio import RecordIOFaces
+
+        return RecordIOFaces(p.with_suffix(".rec") if p.suffix.lower() == ".idx" else p), "recordio"
+    if p.is_dir():
+        return FolderFaces(p), "folder"
+    raise InputError(f"--data {p}: expected 'synth', an image folder (one sub-folder per "
+                     f"identity) or an insightface train.rec")  # fmt: skip

@@ -24,7 +24,7 @@ every transformer block, the patch embedding and the checkpoint's own head stay 
   ``val_every`` steps on a ``.bin`` set or synthetic pairs (10-fold accuracy per exit, the
   shared head's before training) and early stop, each exit keeping its best head;
 * **data**: an image folder (one sub-folder per identity, aligned 112x112:
-  :class:`vitfree.train.FolderFaces`), an insightface RecordIO set (``train.rec``:
+  :class:`vitfree.faces.FolderFaces`), an insightface RecordIO set (``train.rec``:
   :class:`vitfree.data.recordio.RecordIOFaces`), synthetic faces rendered on the fly
   (``"synth"``, seeded; identities of ``synth_seed``, keep it apart from benchmark seeds), or
   any Dataset of ``(uint8 (112, 112, 3) RGB, int label)``; unusable images stop the run
@@ -67,10 +67,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vitfree._logging import get_logger
 from vitfree.errors import InputError, VitfreeError
+from vitfree.faces import open_faces
 from vitfree.models import Head, VisionTransformer, preprocess
 from vitfree.models.files import backbone_fingerprint, save_exit_heads
 from vitfree.runtime import Runtime, default_workers, dist_setup, runtime, worker_context
-from vitfree.train import MarginHead, _command_line, open_faces
+from vitfree.train import MarginHead, command_line
 
 __all__ = [
     "LOSSES",
@@ -553,9 +554,9 @@ class PairValidation:
     def __init__(self, spec: str | os.PathLike[str], pairs: int = 300, seed: int = 7,
                  preset: str = "medium") -> None:  # fmt: skip
         if str(spec) == "synth" and not Path(spec).exists():
-            from vitfree.synthetic.sets import _pair_faces
+            from vitfree.synthetic.sets import pair_faces
 
-            self.images, self.issame = _pair_faces(pairs, seed, preset, None)
+            self.images, self.issame = pair_faces(pairs, seed, preset, None)
             self.name = f"SYNTHETIC pairs (seed {seed}, {pairs} pairs, {preset})"
         else:
             from vitfree.data import load_bin
@@ -921,7 +922,7 @@ def finetune(
         "stopped_early": stopped_early,
         "skipped_images": skipped,
         "config": dataclasses.asdict(cfg),
-        "command": command or _command_line(),
+        "command": command or command_line(),
         "model": str(model_path) if model_path is not None else (model.arch or model.config.describe()),
         "validation": {"set": val.name, "history": history, "best": {str(k): v for k, v in best.items()}}
         if val is not None else None,

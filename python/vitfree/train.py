@@ -35,14 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from vitfree._logging import get_logger
 from vitfree.errors import InputError
+from vitfree.faces import FolderFaces, open_faces
 from vitfree.models import VisionTransformer, ViTConfig, preprocess
 from vitfree.runtime import default_workers, dist_setup, runtime, worker_context
 
-__all__ = ["MarginHead", "SyntheticFaceStream", "TrainConfig", "TrainResult", "train"]
+# FolderFaces and open_faces live in vitfree.faces (the torch-Dataset module); re-exported here
+__all__ = ["FolderFaces", "MarginHead", "SyntheticFaceStream", "TrainConfig", "TrainResult", "open_faces", "train"]
 
 log = get_logger(__name__)
 
@@ -160,114 +162,6 @@ class SyntheticFaceStream(IterableDataset):  # type: ignore[type-arg]
                 j += 1
 
 
-class FolderFaces(Dataset):  # type: ignore[type-arg]
-    """Faces in ``root/<identity>/*.jpg|png``; labels = sorted folder order.
-
-    The faces are aligned 112x112 crops, or loose images with a landmarks file: when
-    ``root/landmarks.txt`` exists (or ``landmarks`` is given), each of its lines is
-    ``<identity>/<file> x1 y1 x2 y2 x3 y3 x4 y4 x5 y5`` (left eye, right eye, nose tip, left
-    and right mouth corner, in image pixels), and every image is aligned with its points as
-    the benchmarks are (:func:`vitfree.data.align.align_face`).  A line that is not 11 fields,
-    has non-numeric or unusable points (not finite, coincident, collinear) or names a file
-    that is not in the folder, and an image without a line, are errors naming the file and
-    line; nothing is dropped silently.
-    """
-
-    LANDMARKS = "landmarks.txt"
-
-    def __init__(
-        self, root: str | os.PathLike[str], landmarks: str | os.PathLike[str] | None = None
-    ) -> None:
-        base = Path(root)
-        people = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-        if not people:
-            raise InputError(f"{root}: expected one sub-folder of faces per identity")
-        self.items = [(f, k) for k, p in enumerate(people) for f in sorted(p.iterdir())
-                      if f.suffix.lower() in (".jpg", ".jpeg", ".png")]  # fmt: skip
-        self.classes = len(people)
-        lm_file = Path(landmarks) if landmarks is not None else base / self.LANDMARKS
-        self.landmarks: np.ndarray | None = None
-        if landmarks is not None or lm_file.is_file():
-            self.landmarks = _read_landmarks(lm_file, base, [f for f, _ in self.items])
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        from vitfree.data.images import decode_image
-
-        f, k = self.items[i]
-        img, _ = decode_image(f)
-        if self.landmarks is not None:
-            from vitfree.data.align import align_face
-
-            return align_face(img, self.landmarks[i]), k
-        if img.shape[:2] != (112, 112):
-            raise InputError(
-                f"{f}: training faces must be aligned 112x112, got {img.shape[1]}x{img.shape[0]} "
-                f"(loose images need a {self.LANDMARKS} in the folder)"
-            )
-        return np.ascontiguousarray(img[:, :, ::-1]), k
-
-
-def _read_landmarks(path: Path, root: Path, files: list[Path]) -> np.ndarray:
-    """(len(files), 5, 2) float32 landmarks of ``files`` from a landmarks file (see
-    :class:`FolderFaces`); every problem is an :class:`InputError` naming file and line."""
-    from vitfree.data.align import landmark_problems
-
-    if not path.is_file():
-        raise FileNotFoundError(f"landmarks file not found: {path}")
-    index = {f.relative_to(root).as_posix(): j for j, f in enumerate(files)}
-    out = np.full((len(files), 5, 2), np.nan, np.float32)
-    seen = np.zeros(len(files), bool)
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        where = f"{path}:{n}"
-        if len(parts) != 11:
-            raise InputError(f"{where}: expected '<identity>/<file>' and 10 numbers, got "
-                             f"{len(parts)} fields")  # fmt: skip
-        j = index.get(parts[0])
-        if j is None:
-            raise InputError(f"{where}: {parts[0]} is not an image of {root}")
-        if seen[j]:
-            raise InputError(f"{where}: a second line for {parts[0]}")
-        try:
-            pts = np.array([float(v) for v in parts[1:]], np.float64).reshape(5, 2)
-        except ValueError:
-            raise InputError(f"{where}: landmarks must be numbers: {' '.join(parts[1:])}") from None
-        problems = landmark_problems(pts[None])
-        if problems:
-            raise InputError(f"{where}: landmarks of {parts[0]} cannot be used: {problems[0][1]}")
-        out[j], seen[j] = pts, True
-    if not seen.all():
-        missing = [files[j].relative_to(root).as_posix() for j in np.flatnonzero(~seen)[:5]]
-        raise InputError(f"{path}: no landmarks for {int((~seen).sum())} image(s), e.g. "
-                         f"{', '.join(missing)}")  # fmt: skip
-    return out
-
-
-def open_faces(path: str | os.PathLike[str]) -> tuple[Any, str]:
-    """A training set on disk: ``(dataset, kind)`` with ``kind`` "recordio" for an insightface
-    RecordIO set (``train.rec``, its ``.idx``, or a folder holding ``train.rec``) and "folder"
-    for an image folder (one sub-folder of aligned faces per identity).  The dataset gives
-    ``(uint8 (112, 112, 3) RGB, int label)`` and has ``classes``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"training data not found: {p} (give 'synth', an image folder "
-                                f"or a train.rec file)")  # fmt: skip
-    if p.suffix.lower() in (".rec", ".idx") or (p.is_dir() and (p / "train.rec").is_file()):
-        from vitfree.data.recordio import RecordIOFaces
-
-        return RecordIOFaces(p.with_suffix(".rec") if p.suffix.lower() == ".idx" else p), "recordio"
-    if p.is_dir():
-        return FolderFaces(p), "folder"
-    raise InputError(f"--data {p}: expected 'synth', an image folder (one sub-folder per "
-                     f"identity) or an insightface train.rec")  # fmt: skip
-
-
 def _lr(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
@@ -376,7 +270,7 @@ def train(
             "config": dataclasses.asdict(cfg),
             "steps": step,
             "final_loss": float(np.mean(losses[-50:])) if losses else None,
-            "command": command or _command_line(),
+            "command": command or command_line(),
             "synthetic": cfg.data == "synth",
         }
         torch.save(model.state_dict(), weights)
@@ -392,7 +286,7 @@ def train(
     return TrainResult(weights, step, losses, time.perf_counter() - t0)
 
 
-def _command_line() -> str:
+def command_line() -> str:
     """This process's command, as a user would type it (``vitfree train ...``)."""
     argv = list(sys.argv)
     if argv and Path(argv[0]).name in ("vitfree", "__main__.py"):

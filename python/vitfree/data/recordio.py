@@ -662,7 +662,7 @@ class RecordIOFaces:
     """Aligned faces of an insightface RecordIO set, as ``(image, label)`` items.
 
     Items are ``(uint8 (H, W, 3) RGB ndarray, int class index)``, what
-    :class:`vitfree.train.FolderFaces` gives; a torch ``DataLoader`` takes the object as a
+    :class:`vitfree.faces.FolderFaces` gives; a torch ``DataLoader`` takes the object as a
     map-style dataset (``len`` and ``[i]``), with any number of workers (each opens the file
     itself).  The images are the records insightface's ``dataset.py`` uses: keys ``1 ..
     label[0] - 1`` of the header record 0, or every key when there is no header.
@@ -769,7 +769,7 @@ class RecordIOFaces:
 
     @property
     def classes(self) -> int:
-        """Alias of :attr:`num_classes` (the name :class:`vitfree.train.FolderFaces` uses)."""
+        """Alias of :attr:`num_classes` (the name :class:`vitfree.faces.FolderFaces` uses)."""
         return self.num_classes
 
     def __len__(self) -> int:

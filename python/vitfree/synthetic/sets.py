@@ -32,7 +32,7 @@ import numpy.typing as npt
 from vitfree.errors import InputError
 from vitfree.synthetic.faces import Variation, _variation, aligned_faces, render_faces
 
-__all__ = ["write_bin", "write_ijbc", "write_image_folder", "write_pairs", "write_recordio_set"]
+__all__ = ["pair_faces", "write_bin", "write_ijbc", "write_image_folder", "write_pairs", "write_recordio_set"]
 
 _NOTE = "SYNTHETIC.txt"
 
@@ -294,7 +294,7 @@ def write_ijbc(
     }
 
 
-def _pair_faces(
+def pair_faces(
     n_pairs: int, seed: int, preset: str | Variation, identities: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """2N aligned faces, pair i = faces 2i and 2i+1, half genuine; and the N flags."""
@@ -328,7 +328,7 @@ def write_bin(
     p = Path(path)
     if p.exists() and not overwrite:
         raise InputError(f"{p} exists; give a new file name, or overwrite=True")
-    faces, issame = _pair_faces(n_pairs, seed, preset, identities)
+    faces, issame = pair_faces(n_pairs, seed, preset, identities)
     blobs = [_encode(f[:, :, ::-1], quality) for f in faces]
     p.parent.mkdir(parents=True, exist_ok=True)
     return write_bin_file(p, blobs, issame.tolist())
@@ -350,7 +350,7 @@ def write_pairs(
 
     root = Path(out)
     _fresh_folder(root, "pair list", overwrite)
-    faces, issame = _pair_faces(n_pairs, seed, preset, identities)
+    faces, issame = pair_faces(n_pairs, seed, preset, identities)
     (root / "imgs").mkdir(exist_ok=True)
     pairs = []
     for i, same in enumerate(issame):
