@@ -24,7 +24,8 @@ impl<'a> IdIndex<'a> {
             // A table of up to 16 slots per template (and 64M at most) beats binary search.
             if span <= (16 * ids.len() as u128).max(1 << 16) && span <= 1 << 26 {
                 if ids.len() < u16::MAX as usize {
-                    let mut rows = vec![u16::MAX; span as usize];
+                    // one slot past the span: a 4-byte gather of the last slot stays inside
+                    let mut rows = vec![u16::MAX; span as usize + 1];
                     for (i, &id) in ids.iter().enumerate() {
                         rows[(id - min) as usize] = i as u16;
                     }
@@ -702,6 +703,85 @@ impl Keys<'_> {
     }
 }
 
+/// Pass 1 of [`score_sorted`] for the pairs `p1`, `p2` (both of `slots.len()` at least), eight
+/// at a time with AVX-512: the two table lookups as gathers, the key as vector arithmetic, each
+/// pair's packed key into `slots` and its bucket counted in `h`. Returns how many pairs (a
+/// multiple of 8) it did, or None at a block holding an unknown id (the caller's scalar pass
+/// then names the first one). Keys are those of [`Keys::key`] and [`Keys::pack`], exactly.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512VL; `keys.stored` holds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx2")]
+unsafe fn keys_avx512(
+    keys: &Keys<'_>,
+    p1: &[i64],
+    p2: &[i64],
+    slots: &mut [u32],
+    h: &mut [u32],
+) -> Option<usize> {
+    use std::arch::x86_64::*;
+    // the table, its slot width and its "no template" value; Sorted has no table
+    let (min, base, len, scale16) = match keys.index {
+        IdIndex::Dense16 { min, rows } => (*min, rows.as_ptr() as *const u8, rows.len() - 1, true),
+        IdIndex::Dense { min, rows } => (*min, rows.as_ptr() as *const u8, rows.len(), false),
+        IdIndex::Sorted(_) => return Some(0),
+    };
+    let Tiles { sa, sg, .. } = keys.tiles;
+    let n = p1.len().min(p2.len()).min(slots.len()) / 8 * 8;
+    let vmin = _mm512_set1_epi64(min);
+    let vlen = _mm512_set1_epi64(len as i64);
+    let none = _mm256_set1_epi32(if scale16 { 0xffff } else { -1 });
+    let all = _mm256_set1_epi32(-1);
+    let (vsa, vsg) = (_mm_cvtsi32_si128(sa as i32), _mm_cvtsi32_si128(sg as i32));
+    let vbits = _mm_cvtsi32_si128((sa + sg) as i32);
+    let amask = _mm256_set1_epi32(((1u64 << sa) - 1) as i32);
+    let gmask = _mm256_set1_epi32(((1u64 << sg) - 1) as i32);
+    let groups = _mm256_set1_epi32(keys.groups as i32);
+    let rows = |ids: *const i64| {
+        let off = _mm512_sub_epi64(_mm512_loadu_si512(ids as *const _), vmin);
+        // unsigned: ids below `min` wrap to huge offsets
+        let inside = _mm512_cmplt_epu64_mask(off, vlen);
+        let got = if scale16 {
+            // 4 bytes at slot `off`: the slot in the low half (little-endian)
+            _mm256_and_si256(
+                _mm512_mask_i64gather_epi32::<2>(all, inside, off, base as _),
+                none,
+            )
+        } else {
+            _mm512_mask_i64gather_epi32::<4>(all, inside, off, base as _)
+        };
+        let got = _mm256_mask_mov_epi32(none, inside, got);
+        (got, _mm256_cmpeq_epi32_mask(got, none))
+    };
+    let mut buckets = [0u32; 8];
+    for i in (0..n).step_by(8) {
+        let (ra, missing_a) = rows(p1.as_ptr().add(i));
+        let (rb, missing_b) = rows(p2.as_ptr().add(i));
+        if missing_a | missing_b != 0 {
+            return None;
+        }
+        let a = _mm256_min_epu32(ra, rb);
+        let b = _mm256_max_epu32(ra, rb);
+        let bucket = _mm256_add_epi32(
+            _mm256_mullo_epi32(_mm256_srl_epi32(a, vsa), groups),
+            _mm256_srl_epi32(b, vsg),
+        );
+        let local = _mm256_or_si256(
+            _mm256_sll_epi32(_mm256_and_si256(a, amask), vsg),
+            _mm256_and_si256(b, gmask),
+        );
+        // a shift by 32 (one bucket) gives 0, as the 64-bit shift of `pack` truncated
+        let key = _mm256_or_si256(_mm256_sll_epi32(bucket, vbits), local);
+        _mm256_storeu_si256(slots.as_mut_ptr().add(i) as *mut __m256i, key);
+        _mm256_storeu_si256(buckets.as_mut_ptr() as *mut __m256i, bucket);
+        for &g in &buckets {
+            h[g as usize] += 1;
+        }
+    }
+    Some(n)
+}
+
 /// Per-thread buffers of the scoring pass.
 #[derive(Default)]
 struct Scratch {
@@ -749,9 +829,13 @@ fn score_sorted(
     // chunks long enough that the per-chunk histograms stay below 4 bytes a pair
     let chunk_len = SORT_CHUNK.max(n_buckets * 16);
     let chunk = |c: usize| c * chunk_len..((c + 1) * chunk_len).min(n);
-    let mut out = vec![0u32; n];
+    let mut out = pool::zeroed_vec::<u32>(n);
 
     // pass 1
+    #[cfg(target_arch = "x86_64")]
+    let fast = keys.stored
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl");
     let hists: Vec<std::result::Result<Vec<u32>, usize>> = out
         .par_chunks_mut(chunk_len)
         .enumerate()
@@ -759,7 +843,19 @@ fn score_sorted(
             let mut h = vec![0u32; n_buckets];
             let (mut ra, mut rb) = ([0u32; LOOKUP_BLOCK], [0u32; LOOKUP_BLOCK]);
             let range = chunk(c);
-            for s in range.clone().step_by(LOOKUP_BLOCK) {
+            #[allow(unused_mut)] // only the AVX-512 pass sets it
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                let (a, b) = (&p1[range.clone()], &p2[range.clone()]);
+                // SAFETY: `fast` checked AVX-512F/VL and `keys.stored`.
+                match unsafe { keys_avx512(&keys, a, b, slots, &mut h) } {
+                    Some(n) => done = n,
+                    // an unknown id: the scalar pass below names the first one
+                    None => h.iter_mut().for_each(|c| *c = 0),
+                }
+            }
+            for s in (range.start + done..range.end).step_by(LOOKUP_BLOCK) {
                 let e = (s + LOOKUP_BLOCK).min(range.end);
                 let known = index.rows_of(&p1[s..e], &mut ra[..e - s])
                     & index.rows_of(&p2[s..e], &mut rb[..e - s]);
@@ -799,7 +895,7 @@ fn score_sorted(
     bucket_start[n_buckets] = pos;
 
     // pass 2
-    let mut buf = vec![0u32; n];
+    let mut buf = pool::zeroed_vec::<u32>(n);
     let buf_ptr = SharedOut(buf.as_mut_ptr());
     cursors
         .par_iter()
@@ -1055,6 +1151,49 @@ mod tests {
         let mut rows = [0u32; 3];
         assert!(!index.rows_of(&[-7, -8, 2 * 65_535 - 7], &mut rows));
         assert_eq!(rows, [0, u32::MAX, 65_535]);
+    }
+
+    #[test]
+    fn vector_keys_name_the_first_unknown_id() {
+        // both tables (16-bit rows below 65535 templates, 32-bit above), ids below the first,
+        // beyond the last and in the gaps, in the 8-pair blocks and in the scalar tail
+        for t in [300usize, 70_000] {
+            let d = 16;
+            let feats = features(t, d, 5);
+            let ids: Vec<i64> = (0..t as i64).map(|i| 3 * i + 10).collect();
+            let n = 5003;
+            let p1: Vec<i64> = picks(n, t, 37, 11).iter().map(|&r| ids[r]).collect();
+            let p2: Vec<i64> = picks(n, t, 101, 7).iter().map(|&r| ids[r]).collect();
+            let good = score_pairs(&feats, &ids, d, &p1, &p2).unwrap();
+            assert_dots(&feats, d, &ids, &p1, &p2, &good);
+            let last = *ids.last().unwrap();
+            for (pair, side, bad) in [
+                (4000, "p2", 9),
+                (1234, "p1", last + 1),
+                (8, "p2", 11),
+                (5001, "p1", -7),
+                (4999, "p2", last + 3 * 70_000),
+            ] {
+                let (mut a, mut b) = (p1.clone(), p2.clone());
+                if side == "p1" {
+                    a[pair] = bad;
+                } else {
+                    b[pair] = bad;
+                }
+                // a later unknown id too: the first one is named
+                a[n - 1] = i64::MIN;
+                let err = score_pairs(&feats, &ids, d, &a, &b).unwrap_err();
+                assert_eq!(
+                    err,
+                    Error::UnknownTemplate {
+                        pair,
+                        side,
+                        template: bad
+                    },
+                    "{t} templates"
+                );
+            }
+        }
     }
 
     /// `n` rows of `d` values in [-0.5, 0.5) (not unit vectors: more varied bits).
