@@ -42,11 +42,29 @@ pub struct AggregateInput<'a, T> {
 }
 
 /// Template features (row-major (n_templates, dim), unit norm) and their sorted unique ids.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The matrix is `storage[start..start + n_templates * dim]`, starting on a 64-byte boundary
+/// (a cache line), so that the pair-scoring kernels' 64-byte loads of its rows never straddle
+/// two lines when `dim` is a multiple of 16 (512: they run ~1.3x faster on such rows).
+#[derive(Debug, Clone)]
 pub struct Templates {
-    pub feats: Vec<f32>,
+    pub storage: Vec<f32>,
+    pub start: usize,
     pub ids: Vec<i64>,
     pub dim: usize,
+}
+
+impl Templates {
+    /// The row-major (n_templates, dim) matrix.
+    pub fn feats(&self) -> &[f32] {
+        &self.storage[self.start..self.start + self.ids.len() * self.dim]
+    }
+}
+
+impl PartialEq for Templates {
+    fn eq(&self, other: &Self) -> bool {
+        self.feats() == other.feats() && self.ids == other.ids && self.dim == other.dim
+    }
 }
 
 /// Images grouped by template: `order[offsets[t]..offsets[t+1]]` are the rows of template `t`,
@@ -59,6 +77,20 @@ pub struct Grouping {
 
 /// Sorted unique ids and, for every entry of `values`, the index of its id (parallel lookup).
 pub fn index_ids(values: &[i64]) -> (Vec<i64>, Vec<u32>) {
+    if values.windows(2).all(|w| w[0] <= w[1]) {
+        // already grouped in id order (as IJB metadata lists its images): one pass, no sort
+        let mut ids = Vec::new();
+        let index = values
+            .iter()
+            .map(|&v| {
+                if ids.last() != Some(&v) {
+                    ids.push(v);
+                }
+                (ids.len() - 1) as u32
+            })
+            .collect();
+        return (ids, index);
+    }
     let mut ids = values.to_vec();
     ids.par_sort_unstable();
     ids.dedup();
@@ -290,24 +322,46 @@ fn aggregate_one_impl<T: Element>(
     out: &mut [f32],
 ) -> Option<Bad> {
     let d = input.dim;
-    let mut acc = vec![0f64; d];
-    let mut media_acc = vec![0f64; d];
-    let mut start = 0;
-    while start < rows.len() {
-        let media = input.medias[rows[start] as usize];
-        let mut end = start + 1;
-        while end < rows.len() && input.medias[rows[end] as usize] == media {
-            end += 1;
+    // the media runs of `rows` (sorted by media, then row): `ends[m]` ends media m
+    let mut ends = Vec::new();
+    for k in 1..rows.len() {
+        if input.medias[rows[k] as usize] != input.medias[rows[k - 1] as usize] {
+            ends.push(k);
         }
-        media_acc.iter_mut().for_each(|x| *x = 0.0);
-        for &r in &rows[start..end] {
-            if !add_image(input, r as usize, 1.0, &mut media_acc) {
+    }
+    ends.push(rows.len());
+    // Each media's images are added in ascending row order, as in (media, row) order, but the
+    // images of the whole template are read in row order, into one sum per media: the rows
+    // of a template are usually near one another, and reading them in memory order lets the
+    // CPU prefetch them (media order jumps back and forth).
+    let mut sums = vec![0f64; ends.len() * d];
+    if ends.len() == 1 {
+        for &r in rows {
+            if !add_image(input, r as usize, 1.0, &mut sums) {
                 return Some(Bad::Image(r as usize));
             }
         }
+    } else {
+        let mut by_row = Vec::with_capacity(rows.len());
+        let mut start = 0;
+        for (m, &end) in ends.iter().enumerate() {
+            by_row.extend(rows[start..end].iter().map(|&r| (r, m)));
+            start = end;
+        }
+        by_row.sort_unstable_by_key(|&(r, _)| r);
+        for &(r, m) in &by_row {
+            if !add_image(input, r as usize, 1.0, &mut sums[m * d..(m + 1) * d]) {
+                // the image that media order meets first, as the error names it
+                return Some(Bad::Image(first_bad_image(input, rows)));
+            }
+        }
+    }
+    let mut acc = vec![0f64; d];
+    let mut start = 0;
+    for (m, &end) in ends.iter().enumerate() {
         let count = (end - start) as f64;
-        for (s, m) in acc.iter_mut().zip(&media_acc) {
-            *s += m / count;
+        for (s, x) in acc.iter_mut().zip(&sums[m * d..(m + 1) * d]) {
+            *s += x / count;
         }
         start = end;
     }
@@ -324,6 +378,15 @@ fn aggregate_one_impl<T: Element>(
     None
 }
 
+/// The first of `rows` (in their order) that [`add_image`] refuses.
+fn first_bad_image<T: Element>(input: &AggregateInput<'_, T>, rows: &[u32]) -> usize {
+    let mut scratch = vec![0f64; input.dim];
+    rows.iter()
+        .map(|&r| r as usize)
+        .find(|&r| !add_image(input, r, 1.0, &mut scratch))
+        .unwrap_or(rows[0] as usize)
+}
+
 /// Aggregate image features into L2-normalised template features (docs/protocols.md §3).
 ///
 /// Errors name the first offending template (in id order) or image row.
@@ -333,8 +396,12 @@ pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<
     pool::install(|| {
         let grouping = group_by_template(input.templates, input.medias);
         let n_templates = grouping.ids.len();
-        let mut feats = vec![0f32; n_templates * d];
-        let bad: Vec<(usize, Bad)> = feats
+        let len = n_templates * d;
+        // 15 floats of slack: an f32 allocation is 4-aligned, 64-byte alignment is <= 15 away
+        let mut storage = pool::zeroed_vec::<f32>(len + 15);
+        let start = (storage.as_ptr() as usize).next_multiple_of(64) - storage.as_ptr() as usize;
+        let start = start / std::mem::size_of::<f32>();
+        let bad: Vec<(usize, Bad)> = storage[start..start + len]
             .par_chunks_mut(d)
             .enumerate()
             .filter_map(|(t, out)| {
@@ -362,7 +429,8 @@ pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<
             });
         }
         Ok(Templates {
-            feats,
+            storage,
+            start,
             ids: grouping.ids,
             dim: d,
         })
@@ -401,7 +469,7 @@ mod tests {
         assert_eq!(out.ids, vec![3, 7]);
         let s = 10f64.sqrt();
         let expected = [0.0, -1.0, (1.0 / s) as f32, (3.0 / s) as f32];
-        for (a, b) in out.feats.iter().zip(expected) {
+        for (a, b) in out.feats().iter().zip(expected) {
             assert!((a - b).abs() < 1e-7, "{a} vs {b}");
         }
     }
@@ -420,8 +488,8 @@ mod tests {
         // normalised images (0.6,0.8) and (1,0), weighted by 2 and 0.5: (1.2,1.6)+(0.5,0) = (1.7,1.6)
         let out = aggregate_templates(&inp).unwrap();
         let n = (1.7f64 * 1.7 + 1.6 * 1.6).sqrt();
-        assert!((out.feats[0] as f64 - 1.7 / n).abs() < 1e-7);
-        assert!((out.feats[1] as f64 - 1.6 / n).abs() < 1e-7);
+        assert!((out.feats()[0] as f64 - 1.7 / n).abs() < 1e-7);
+        assert!((out.feats()[1] as f64 - 1.6 / n).abs() < 1e-7);
     }
 
     #[test]
@@ -477,12 +545,12 @@ mod tests {
         };
         let out = aggregate_templates(&inp).unwrap();
         let n = (0.3f64 * 0.3 + 1.4 * 1.4).sqrt();
-        assert!((out.feats[0] as f64 - 0.3 / n).abs() < 1e-7);
-        assert!((out.feats[1] as f64 - 1.4 / n).abs() < 1e-7);
+        assert!((out.feats()[0] as f64 - 0.3 / n).abs() < 1e-7);
+        assert!((out.feats()[1] as f64 - 1.4 / n).abs() < 1e-7);
         // the same as without normalisation when the other images have unit norm
         let unit = [0.6f32, 0.8, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
         let plain = aggregate_templates(&input(&unit, &[1, 1, 1, 1], &[1, 1, 2, 3], 2)).unwrap();
-        for (a, b) in plain.feats.iter().zip(&out.feats) {
+        for (a, b) in plain.feats().iter().zip(out.feats()) {
             assert!((a - b).abs() < 1e-7, "{a} vs {b}");
         }
         // with flip features and weights: zero in both, any finite weight
@@ -497,8 +565,8 @@ mod tests {
         let out = aggregate_templates(&inp2).unwrap();
         let (a, b) = (3.0 / 34f64.sqrt() / 2.0, 5.0 / 34f64.sqrt() / 2.0 + 2.0);
         let n = (a * a + b * b).sqrt();
-        assert!((out.feats[0] as f64 - a / n).abs() < 1e-7);
-        assert!((out.feats[1] as f64 - b / n).abs() < 1e-7);
+        assert!((out.feats()[0] as f64 - a / n).abs() < 1e-7);
+        assert!((out.feats()[1] as f64 - b / n).abs() < 1e-7);
         // a NaN weight on a zero row stays an error, as without normalisation
         let bad_w = [1.0, f64::NAN, 2.0, 0.0];
         inp2.weights = Some(&bad_w);

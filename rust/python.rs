@@ -7,14 +7,14 @@
 //! `From<Error> for PyErr`.
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use numpy::ndarray::{Array2, Dimension, Ix1, Ix2};
+use numpy::ndarray::{Dimension, Ix1, Ix2};
 use numpy::{
     IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray,
     PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PySlice, PyTuple};
 
 use crate::aggregate::{self, AggregateInput, Element};
 use crate::error::Error;
@@ -159,10 +159,15 @@ fn aggregate_generic<'py, T: Element + numpy::Element>(
         normalize_images,
     };
     let out = run(py, || aggregate::aggregate_templates(&input))?;
-    let n = out.ids.len();
-    let feats = Array2::from_shape_vec((n, dim), out.feats)
-        .map_err(|e| Error::Internal(format!("template features: {e}")))?;
-    Ok((feats.into_pyarray(py), out.ids.into_pyarray(py)))
+    let (n, start) = (out.ids.len(), out.start);
+    // the (n, dim) view of the storage at its cache-line-aligned start, which owns it
+    let storage = out.storage.into_pyarray(py);
+    let window = PySlice::new(py, start as isize, (start + n * dim) as isize, 1);
+    let feats = storage
+        .get_item(window)?
+        .call_method1("reshape", ((n, dim),))?
+        .cast_into::<PyArray2<f32>>()?;
+    Ok((feats, out.ids.into_pyarray(py)))
 }
 
 /// Aggregate IJB-B/C image features into L2-normalised template features.
@@ -391,6 +396,82 @@ fn pick_far<'py>(
     Ok(out.into_pyarray(py))
 }
 
+type PicksOut<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+);
+
+fn picks_generic<'py, S: Score + numpy::Element>(
+    py: Python<'py>,
+    labels: &PyReadonlyArray1<'py, u8>,
+    scores: &PyReadonlyArray1<'py, S>,
+    targets: &[f64],
+    rule: FarRule,
+) -> PyResult<PicksOut<'py>> {
+    let l = slice(labels, "labels")?;
+    let s = slice(scores, "scores")?;
+    let picks = run(py, || roc::tar_at_far_points(l, s, targets, rule))?;
+    Ok((
+        picks
+            .iter()
+            .map(|p| p.index as i64)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        picks
+            .iter()
+            .map(|p| p.fpr)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        picks
+            .iter()
+            .map(|p| p.tpr)
+            .collect::<Vec<_>>()
+            .into_pyarray(py),
+        picks
+            .iter()
+            .map(|p| p.threshold.to_f64())
+            .collect::<Vec<f64>>()
+            .into_pyarray(py),
+    ))
+}
+
+/// The ROC points picked for each FAR target, computed on the exact beginning of the ROC
+/// (as roc_prefix, then pick_far) without returning the curve.
+///
+/// Args:
+///     labels: (N,) uint8, 0 (impostor) or 1 (genuine).
+///     scores: (N,) float32 or float64 finite scores, higher = more similar.
+///     fars: (F,) float64 targets, each in (0, 1).
+///     rule: 'nearest' or 'at_most' (as pick_far).
+///
+/// Returns:
+///     (index, fpr, tpr, thresholds): (F,) int64 indices into the full ROC's arrays, and the
+///     float64 FPR, TPR and threshold of each pick.
+///
+/// Raises:
+///     TypeError and ValueError as roc_curve and pick_far.
+#[pyfunction]
+fn tar_at_far_points<'py>(
+    py: Python<'py>,
+    labels: PyReadonlyArray1<'py, u8>,
+    scores: &Bound<'py, PyAny>,
+    fars: PyReadonlyArray1<'py, f64>,
+    rule: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let rule = match rule {
+        "nearest" => FarRule::Nearest,
+        "at_most" => FarRule::AtMost,
+        other => return Err(Error::BadRule { rule: other.into() }.into()),
+    };
+    let targets = slice(&fars, "fars")?;
+    match floats::<Ix1>(scores, "scores")? {
+        Floats::F32(s) => picks_generic(py, &labels, &s, targets, rule)?.into_pyobject(py),
+        Floats::F64(s) => picks_generic(py, &labels, &s, targets, rule)?.into_pyobject(py),
+    }
+}
+
 type CountsOut<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>);
 
 /// For each threshold t: the number of genuine and of impostor pairs with dist < t.
@@ -445,6 +526,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(roc_curve, m)?)?;
     m.add_function(wrap_pyfunction!(roc_prefix, m)?)?;
     m.add_function(wrap_pyfunction!(pick_far, m)?)?;
+    m.add_function(wrap_pyfunction!(tar_at_far_points, m)?)?;
     m.add_function(wrap_pyfunction!(count_below, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

@@ -4,10 +4,13 @@
 //! cumulative genuine (tps) and impostor (fps) counts, optionally drops points collinear with
 //! their neighbours (`drop_intermediate`: the second difference of both fps and tps is zero),
 //! then prepends (0, 0, +inf). We compute the same integer counts without sorting the pairs
-//! jointly: impostor scores (the bulk) are scattered into 2048 buckets by the top bits of an
-//! order-preserving integer key, each bucket is radix-sorted in cache, in parallel; genuine
-//! scores are sorted apart; one walk over both emits sklearn's points, dropping intermediate
-//! ones as they stream by.
+//! jointly: impostor scores (the bulk) are counted in buckets by the top bits of an
+//! order-preserving integer key (2^11 buckets, 2^16 from 2^20 scores on), scattered into groups
+//! of consecutive buckets of at most ~32k keys each, and each group is radix-sorted in cache, in
+//! parallel; genuine scores are sorted apart; one walk per group over both emits sklearn's
+//! points, dropping intermediate ones as they stream by (the two ends of each group are decided
+//! against the neighbouring groups'). A ROC prefix (TAR@FAR) only sorts the groups of the
+//! highest scores.
 use rayon::prelude::*;
 
 use crate::error::{Error, Result, LABELS_GENUINE_IMPOSTOR};
@@ -15,8 +18,15 @@ use crate::pool::{self, SharedOut};
 
 /// Scores are validated and bucketed in blocks of this many values, in parallel.
 const BLOCK: usize = 1 << 20;
-/// Bits of the key that choose the bucket (the most significant ones).
+/// Bits of the key that choose its bucket (the most significant ones): fine buckets for large
+/// inputs, so that the highest scores (all a ROC prefix needs) are spread over many of them.
 const TOP_BITS: u32 = 11;
+const FINE_BITS: u32 = 16;
+/// Inputs from this size on are bucketed by [`FINE_BITS`].
+const FINE_FROM: usize = 1 << 20;
+/// Impostor keys per group of consecutive buckets (one bucket may hold more): a group is sorted
+/// in cache and walked as one part, in parallel with the others.
+const GROUP_KEYS: usize = 1 << 15;
 
 /// A score type: maps to an unsigned key whose order is the float order.
 pub trait Score: Copy + Send + Sync + PartialOrd + 'static {
@@ -32,11 +42,8 @@ pub trait Score: Copy + Send + Sync + PartialOrd + 'static {
 pub trait RadixKey: Copy + Send + Sync + Ord + Default + 'static {
     const BITS: u32;
     fn digit(self, shift: u32) -> usize;
-    /// The bucket of the key: its [`TOP_BITS`] most significant bits.
-    #[inline(always)]
-    fn top(self) -> usize {
-        self.digit(Self::BITS - TOP_BITS)
-    }
+    /// The bucket of the key: its `bits` most significant bits.
+    fn high(self, bits: u32) -> usize;
 }
 
 impl RadixKey for u32 {
@@ -45,12 +52,20 @@ impl RadixKey for u32 {
     fn digit(self, shift: u32) -> usize {
         ((self >> shift) & 0x7ff) as usize
     }
+    #[inline(always)]
+    fn high(self, bits: u32) -> usize {
+        (self >> (32 - bits)) as usize
+    }
 }
 impl RadixKey for u64 {
     const BITS: u32 = 64;
     #[inline(always)]
     fn digit(self, shift: u32) -> usize {
         ((self >> shift) & 0x7ff) as usize
+    }
+    #[inline(always)]
+    fn high(self, bits: u32) -> usize {
+        (self >> (64 - bits)) as usize
     }
 }
 
@@ -61,12 +76,10 @@ impl Score for f32 {
         if self.is_nan() {
             return None;
         }
+        // negative: all bits flipped; positive: the sign bit set (branch-free: the sign of
+        // scores around zero is unpredictable)
         let bits = (self + 0.0).to_bits();
-        Some(if bits >> 31 == 1 {
-            !bits
-        } else {
-            bits | (1 << 31)
-        })
+        Some(bits ^ (((bits as i32 >> 31) as u32) | (1 << 31)))
     }
     fn from_key(key: u32) -> f32 {
         f32::from_bits(if key >> 31 == 1 {
@@ -94,11 +107,7 @@ impl Score for f64 {
             return None;
         }
         let bits = (self + 0.0).to_bits();
-        Some(if bits >> 63 == 1 {
-            !bits
-        } else {
-            bits | (1 << 63)
-        })
+        Some(bits ^ (((bits as i64 >> 63) as u64) | (1 << 63)))
     }
     fn from_key(key: u64) -> f64 {
         f64::from_bits(if key >> 63 == 1 {
@@ -196,11 +205,20 @@ impl<S: Score> Roc<S> {
 
 /// A raw ROC point: cumulative impostor and genuine counts at a distinct score key.
 type Point<K> = (u64, u64, K);
+/// The kept points of a ROC, in curve order, in one vector per key range.
+type Kept<K> = Vec<Vec<Point<K>>>;
 
-/// Raw points of one key range, walking down from its largest key; `fp`/`tp` are the counts
-/// of all keys above the range. `pos` and `neg` are sorted ascending.
-fn walk<K: RadixKey>(pos: &[K], neg: &[K], mut fp: u64, mut tp: u64) -> Vec<Point<K>> {
-    let mut out = Vec::with_capacity(neg.len() / 2 + pos.len());
+/// Raw points of one key range, walking down from its largest key, handed to `emit` in
+/// order; `fp`/`tp` are the counts of all keys above the range. `pos` and `neg` are sorted
+/// ascending.
+#[inline(always)]
+fn walk<K: RadixKey>(
+    pos: &[K],
+    neg: &[K],
+    mut fp: u64,
+    mut tp: u64,
+    mut emit: impl FnMut(Point<K>),
+) {
     let (mut i, mut j) = (pos.len(), neg.len());
     while j > 0 {
         let key = neg[j - 1];
@@ -211,7 +229,7 @@ fn walk<K: RadixKey>(pos: &[K], neg: &[K], mut fp: u64, mut tp: u64) -> Vec<Poin
                 i -= 1;
                 tp += 1;
             }
-            out.push((fp, tp, k));
+            emit((fp, tp, k));
         }
         let mut run = 1;
         while run < j && neg[j - 1 - run] == key {
@@ -223,7 +241,7 @@ fn walk<K: RadixKey>(pos: &[K], neg: &[K], mut fp: u64, mut tp: u64) -> Vec<Poin
             i -= 1;
             tp += 1;
         }
-        out.push((fp, tp, key));
+        emit((fp, tp, key));
     }
     while i > 0 {
         let k = pos[i - 1];
@@ -231,50 +249,100 @@ fn walk<K: RadixKey>(pos: &[K], neg: &[K], mut fp: u64, mut tp: u64) -> Vec<Poin
             i -= 1;
             tp += 1;
         }
-        out.push((fp, tp, k));
+        emit((fp, tp, k));
     }
-    out
 }
 
-/// sklearn's `drop_intermediate` over the concatenation of `parts` (without concatenating):
-/// keep the first and last points and every point where the slope changes (second difference
-/// of fps or tps non-zero). With two points or fewer, all are ends.
-fn drop_intermediate_parts<K: RadixKey>(parts: &[Vec<Point<K>>]) -> Vec<Vec<Point<K>>> {
-    let parts: Vec<&Vec<Point<K>>> = parts.iter().filter(|p| !p.is_empty()).collect();
+/// Whether sklearn's `drop_intermediate` keeps raw point `b` between its neighbours `a` and
+/// `c`: where the slope changes (second difference of fps or tps non-zero); the first and the
+/// last point of the whole curve (a missing neighbour) are kept.
+#[inline(always)]
+fn keeps<K>(a: Option<Point<K>>, b: Point<K>, c: Option<Point<K>>) -> bool {
+    match (a, c) {
+        (Some(a), Some(c)) => a.0 + c.0 != 2 * b.0 || a.1 + c.1 != 2 * b.1,
+        _ => true,
+    }
+}
+
+/// The points of one key range (see [`walk`]) after `drop_intermediate`, decided as they
+/// stream by for every raw point whose two neighbours are in the range; the range's first and
+/// last raw points wait for the neighbouring ranges ([`resolve_ends`]).
+struct Part<K> {
+    /// kept points among the raw points 1..m-1 (all raw points without dropping)
+    inner: Vec<Point<K>>,
+    /// raw points 0 and 1, and m-2 and m-1 (m raw points; None where m is too small)
+    head: [Option<Point<K>>; 2],
+    tail: [Option<Point<K>>; 2],
+}
+
+fn walk_part<K: RadixKey>(pos: &[K], neg: &[K], fp: u64, tp: u64, drop: bool) -> Part<K> {
+    let mut part = Part {
+        inner: Vec::new(),
+        head: [None; 2],
+        tail: [None; 2],
+    };
+    let mut m = 0usize;
+    walk(pos, neg, fp, tp, |c| {
+        if !drop {
+            part.inner.push(c);
+            return;
+        }
+        if m < 2 {
+            part.head[m] = Some(c);
+        }
+        // decide raw point m-1 (the newest before c) now that both its neighbours are known
+        if m >= 2 {
+            let (a, b) = (part.tail[0], part.tail[1].expect("two raw points seen"));
+            if keeps(a, b, Some(c)) {
+                part.inner.push(b);
+            }
+        }
+        part.tail = [part.tail[1], Some(c)];
+        m += 1;
+    });
+    part
+}
+
+/// The kept points of each range in order: the inner points of a range with its first and
+/// last raw points decided against the neighbouring ranges' (empty ranges are skipped).
+fn resolve_ends<K: RadixKey>(parts: Vec<Part<K>>, drop: bool) -> Kept<K> {
+    if !drop {
+        return parts.into_iter().map(|p| p.inner).collect();
+    }
+    let parts: Vec<Part<K>> = parts.into_iter().filter(|p| p.head[0].is_some()).collect();
     let n = parts.len();
-    (0..n)
-        .into_par_iter()
-        .map(|p| {
-            let part = parts[p];
-            let before = if p > 0 {
-                parts[p - 1].last().copied()
-            } else {
-                None
-            };
-            let after = if p + 1 < n {
-                parts[p + 1].first().copied()
-            } else {
-                None
-            };
-            let m = part.len();
-            let mut kept = Vec::with_capacity(m / 2 + 2);
-            for i in 0..m {
-                let prev = if i > 0 { Some(part[i - 1]) } else { before };
-                let next = if i + 1 < m { Some(part[i + 1]) } else { after };
-                let keep = match (prev, next) {
-                    (Some(a), Some(c)) => {
-                        let b = part[i];
-                        a.0 + c.0 != 2 * b.0 || a.1 + c.1 != 2 * b.1
-                    }
-                    _ => true, // the first or the last point of the whole curve
-                };
-                if keep {
-                    kept.push(part[i]);
+    let mut out = Vec::with_capacity(n);
+    for p in 0..n {
+        let part = &parts[p];
+        let before = if p > 0 { parts[p - 1].tail[1] } else { None };
+        let after = if p + 1 < n {
+            parts[p + 1].head[0]
+        } else {
+            None
+        };
+        let first = part.head[0].expect("non-empty");
+        let mut kept = Vec::with_capacity(part.inner.len() + 2);
+        match part.head[1] {
+            None => {
+                // one raw point: both neighbours are in other ranges
+                if keeps(before, first, after) {
+                    kept.push(first);
                 }
             }
-            kept
-        })
-        .collect()
+            Some(second) => {
+                if keeps(before, first, Some(second)) {
+                    kept.push(first);
+                }
+                kept.extend_from_slice(&part.inner);
+                let last = part.tail[1].expect("non-empty");
+                if keeps(part.tail[0], last, after) {
+                    kept.push(last);
+                }
+            }
+        }
+        out.push(kept);
+    }
+    out
 }
 
 fn validate<S: Score>(labels: &[u8], scores: &[S]) -> Result<()> {
@@ -294,189 +362,255 @@ fn validate<S: Score>(labels: &[u8], scores: &[S]) -> Result<()> {
 }
 
 /// Pass 1 over the scores: validation, the genuine keys (sorted) and, per block of [`BLOCK`]
-/// scores, the histogram of impostor keys over the 2048 buckets.
+/// scores, the histogram of impostor keys over the buckets (`1 << bits` of them).
 struct Histogram<K> {
     pos: Vec<K>,
-    block_hists: Vec<Vec<usize>>,
+    block_hists: Vec<Vec<u32>>,
     /// impostor count per bucket
     totals: Vec<usize>,
+    /// key bits that choose a bucket
+    bits: u32,
 }
 
-const BUCKETS: usize = 1 << TOP_BITS;
+impl<K: RadixKey> Histogram<K> {
+    fn buckets(&self) -> usize {
+        self.totals.len()
+    }
+}
+
+/// The key of a finite score, or None for NaN/inf (and a label other than 0/1 is flagged in
+/// `bad` too): the checks of the histogram pass, without a branch per score.
+#[inline(always)]
+fn checked_key<S: Score>(score: S, label: u8, bad: &mut bool) -> S::Key {
+    *bad |= !score.finite() | (label > 1);
+    score.key().unwrap_or_default()
+}
+
+/// The first entry of `range` with a non-finite score or a label other than 0/1, as its error.
+fn first_bad<S: Score>(labels: &[u8], scores: &[S], range: std::ops::Range<usize>) -> Error {
+    for i in range {
+        if !scores[i].finite() {
+            return Error::NonFinite {
+                arg: "scores",
+                index: i,
+                value: scores[i].to_f64(),
+            };
+        }
+        if labels[i] > 1 {
+            return Error::BadLabel {
+                arg: "labels",
+                index: i,
+                value: labels[i],
+                expected: LABELS_GENUINE_IMPOSTOR,
+            };
+        }
+    }
+    Error::Internal("a bad score or label was flagged but not found".into())
+}
 
 fn histogram<S: Score>(labels: &[u8], scores: &[S]) -> Result<Histogram<S::Key>> {
     let n = labels.len();
     let n_blocks = n.div_ceil(BLOCK);
-    // pass 1: validate; genuine keys per block; impostor bucket histogram per block
-    // per block: genuine keys, impostor bucket histogram
-    type BlockOut<K> = Result<(Vec<K>, Vec<usize>)>;
+    let bits = if n >= FINE_FROM { FINE_BITS } else { TOP_BITS };
+    // per block: validation, genuine keys, impostor bucket histogram
+    type BlockOut<K> = Result<(Vec<K>, Vec<u32>)>;
     let blocks: Vec<BlockOut<S::Key>> = (0..n_blocks)
         .into_par_iter()
         .map(|b| {
             let range = b * BLOCK..((b + 1) * BLOCK).min(n);
             let mut pos = Vec::new();
-            let mut hist = vec![0usize; BUCKETS];
-            for i in range {
-                let score = scores[i];
-                if !score.finite() {
-                    return Err(Error::NonFinite {
-                        arg: "scores",
-                        index: i,
-                        value: score.to_f64(),
-                    });
+            let mut hist = vec![0u32; 1 << bits];
+            let mut bad = false;
+            for (&score, &label) in scores[range.clone()].iter().zip(&labels[range.clone()]) {
+                let key = checked_key(score, label, &mut bad);
+                if label == 1 {
+                    pos.push(key);
+                } else {
+                    hist[key.high(bits)] += 1;
                 }
-                let key = score.key().unwrap_or_default();
-                match labels[i] {
-                    0 => hist[key.top()] += 1,
-                    1 => pos.push(key),
-                    other => {
-                        return Err(Error::BadLabel {
-                            arg: "labels",
-                            index: i,
-                            value: other,
-                            expected: LABELS_GENUINE_IMPOSTOR,
-                        })
-                    }
-                }
+            }
+            if bad {
+                return Err(first_bad(labels, scores, range));
             }
             Ok((pos, hist))
         })
         .collect();
     let mut pos = Vec::new();
-    let mut cursors = Vec::with_capacity(n_blocks);
+    let mut block_hists = Vec::with_capacity(n_blocks);
     for block in blocks {
         let (p, h) = block?;
         pos.extend_from_slice(&p);
-        cursors.push(h);
+        block_hists.push(h);
     }
-    let mut totals = vec![0usize; BUCKETS];
-    for h in &cursors {
-        for (t, c) in totals.iter_mut().zip(h) {
-            *t += c;
+    let mut totals = vec![0usize; 1 << bits];
+    for h in &block_hists {
+        for (t, &c) in totals.iter_mut().zip(h) {
+            *t += c as usize;
         }
     }
     pos.par_sort_unstable();
     Ok(Histogram {
         pos,
-        block_hists: cursors,
+        block_hists,
         totals,
+        bits,
     })
 }
 
-/// Impostor keys of the buckets `cut..`, sorted ascending, and the start of each bucket in them
-/// (`BUCKETS + 1` offsets; buckets below `cut` are empty).
+/// Groups of consecutive buckets from `cut` up, as boundaries: group `g` is the buckets
+/// `bounds[g]..bounds[g + 1]`, with at most [`GROUP_KEYS`] impostors unless it is one bucket.
+fn group_buckets(totals: &[usize], cut: usize) -> Vec<usize> {
+    let mut bounds = vec![cut];
+    let mut count = 0usize;
+    for (b, &t) in totals.iter().enumerate().skip(cut) {
+        if count + t > GROUP_KEYS && b > *bounds.last().expect("starts with cut") {
+            bounds.push(b);
+            count = 0;
+        }
+        count += t;
+    }
+    bounds.push(totals.len());
+    bounds
+}
+
+/// Impostor keys of the buckets `bounds[0]..`, sorted ascending, and the start of each group
+/// of buckets (`bounds`) in them.
 fn bucket_sort<S: Score>(
     labels: &[u8],
     scores: &[S],
     h: &Histogram<S::Key>,
-    cut: usize,
+    bounds: &[usize],
 ) -> (Vec<S::Key>, Vec<usize>) {
     let n = labels.len();
-    // bucket-major, then block order: where each block starts writing in each bucket
-    let mut cursors: Vec<Vec<usize>> = h.block_hists.clone();
-    let mut bucket_start = vec![0usize; BUCKETS + 1];
+    let (cut, bits) = (bounds[0], h.bits);
+    let n_groups = bounds.len() - 1;
+    let mut group_of = vec![u32::MAX; h.buckets()];
+    for g in 0..n_groups {
+        group_of[bounds[g]..bounds[g + 1]].fill(g as u32);
+    }
+    // group-major, then block order: where each block starts writing in each group
+    let mut cursors: Vec<Vec<usize>> = h
+        .block_hists
+        .iter()
+        .map(|hist| {
+            (0..n_groups)
+                .map(|g| {
+                    hist[bounds[g]..bounds[g + 1]]
+                        .iter()
+                        .map(|&c| c as usize)
+                        .sum()
+                })
+                .collect()
+        })
+        .collect();
+    let mut group_start = vec![0usize; n_groups + 1];
     let mut at = 0usize;
-    for (t, start) in bucket_start.iter_mut().take(BUCKETS).enumerate() {
+    for (g, start) in group_start.iter_mut().take(n_groups).enumerate() {
         *start = at;
-        if t < cut {
-            continue;
-        }
         for c in cursors.iter_mut() {
-            let count = c[t];
-            c[t] = at;
+            let count = c[g];
+            c[g] = at;
             at += count;
         }
     }
-    bucket_start[BUCKETS] = at;
-    // pass 2: scatter impostor keys into their buckets
-    let mut neg = vec![S::Key::default(); at];
+    group_start[n_groups] = at;
+    // pass 2: scatter impostor keys into their groups
+    let mut neg = pool::zeroed_vec::<S::Key>(at);
     let out = SharedOut(neg.as_mut_ptr());
     cursors
         .into_par_iter()
         .enumerate()
         .for_each(|(b, mut cursor)| {
-            for i in b * BLOCK..((b + 1) * BLOCK).min(n) {
-                if labels[i] == 0 {
-                    if let Some(key) = scores[i].key() {
-                        let t = key.top();
-                        if t >= cut {
-                            // SAFETY: the (block, bucket) cursors cover disjoint ranges of `neg`
-                            // sized by exact counts from pass 1: each slot is written once.
-                            unsafe { *out.get().add(cursor[t]) = key };
-                            cursor[t] += 1;
-                        }
+            let range = b * BLOCK..((b + 1) * BLOCK).min(n);
+            for (&score, &label) in scores[range.clone()].iter().zip(&labels[range]) {
+                if label == 0 {
+                    // all finite: checked by pass 1
+                    let key = score.key().unwrap_or_default();
+                    let t = key.high(bits);
+                    if t >= cut {
+                        let g = group_of[t] as usize;
+                        // SAFETY: the (block, group) cursors cover disjoint ranges of `neg`
+                        // sized by exact counts from pass 1: each slot is written once.
+                        unsafe { *out.get().add(cursor[g]) = key };
+                        cursor[g] += 1;
                     }
                 }
             }
         });
-    // pass 3: sort each bucket on the remaining bits, in cache, in parallel
-    let mut slices: Vec<&mut [S::Key]> = Vec::with_capacity(BUCKETS);
+    // pass 3: sort each group, in cache, in parallel
+    let mut slices: Vec<&mut [S::Key]> = Vec::with_capacity(n_groups);
     let mut rest: &mut [S::Key] = &mut neg;
-    for t in 0..BUCKETS {
-        let (head, tail) = rest.split_at_mut(bucket_start[t + 1] - bucket_start[t]);
+    for g in 0..n_groups {
+        let (head, tail) = rest.split_at_mut(group_start[g + 1] - group_start[g]);
         if !head.is_empty() {
             slices.push(head);
         }
         rest = tail;
     }
-    slices.sort_by_key(|s| std::cmp::Reverse(s.len())); // big buckets first balance better
-    slices.into_par_iter().for_each(|bucket| {
-        let mut buf = vec![S::Key::default(); bucket.len()];
-        radix_sort_low(bucket, &mut buf, S::Key::BITS - TOP_BITS);
+    slices.sort_by_key(|s| std::cmp::Reverse(s.len())); // big groups first balance better
+    slices.into_par_iter().for_each(|group| {
+        let mut buf = vec![S::Key::default(); group.len()];
+        // keys of one bucket share their top bits: radix_sort skips those digits
+        radix_sort_low(group, &mut buf, S::Key::BITS);
     });
-    (neg, bucket_start)
+    (neg, group_start)
 }
 
-/// The exact ROC restricted to the score buckets `cut..` (all of it when `cut == 0`). With
-/// `cut > 0` the last raw point is left out: whether sklearn keeps it depends on the next one.
-fn build_roc<S: Score>(
+/// The kept points (sklearn's, without the leading (0, 0, +inf)) of the ROC restricted to the
+/// score buckets `cut..` (all of it when `cut == 0`), one vector per key range in curve order.
+/// With `cut > 0` the last raw point is left out: whether sklearn keeps it depends on the next
+/// one.
+fn kept_points<S: Score>(
     labels: &[u8],
     scores: &[S],
     h: &Histogram<S::Key>,
     cut: usize,
     drop_intermediate: bool,
-) -> Roc<S> {
-    let (neg, bucket_start) = bucket_sort(labels, scores, h, cut);
+) -> Kept<S::Key> {
+    let bounds = group_buckets(&h.totals, cut);
+    let n_groups = bounds.len() - 1;
+    let (neg, group_start) = bucket_sort(labels, scores, h, &bounds);
     let pos = &h.pos;
-    let n_pos = pos.len() as u64;
-    let n_neg = h.totals.iter().sum::<usize>() as u64;
-    // Walk the buckets from the top key range down, in parallel: each starts from the counts
-    // above it. Genuine keys go with the bucket of their top bits.
-    let pos_start: Vec<usize> = (0..=BUCKETS)
-        .map(|t| pos.partition_point(|k| k.top() < t))
+    // Walk the groups from the top key range down, in parallel: each starts from the counts
+    // above it. Genuine keys go with the group of their bucket.
+    let pos_start: Vec<usize> = bounds
+        .iter()
+        .map(|&b| pos.partition_point(|k| k.high(h.bits) < b))
         .collect();
-    let mut above = vec![(0u64, 0u64); BUCKETS + 1]; // (fp, tp) above bucket t
-    for t in (cut..BUCKETS).rev() {
-        let (fp, tp) = above[t + 1];
-        above[t] = (
-            fp + h.totals[t] as u64,
-            tp + (pos_start[t + 1] - pos_start[t]) as u64,
+    let mut above = vec![(0u64, 0u64); n_groups + 1]; // (fp, tp) above group g
+    for g in (0..n_groups).rev() {
+        let (fp, tp) = above[g + 1];
+        above[g] = (
+            fp + (group_start[g + 1] - group_start[g]) as u64,
+            tp + (pos_start[g + 1] - pos_start[g]) as u64,
         );
     }
-    let parts: Vec<Vec<Point<S::Key>>> = (cut..BUCKETS)
+    let parts: Vec<Part<S::Key>> = (0..n_groups)
         .into_par_iter()
         .rev()
-        .map(|t| {
-            let (fp, tp) = above[t + 1];
-            walk(
-                &pos[pos_start[t]..pos_start[t + 1]],
-                &neg[bucket_start[t]..bucket_start[t + 1]],
+        .map(|g| {
+            let (fp, tp) = above[g + 1];
+            walk_part(
+                &pos[pos_start[g]..pos_start[g + 1]],
+                &neg[group_start[g]..group_start[g + 1]],
                 fp,
                 tp,
+                drop_intermediate,
             )
         })
         .collect();
     drop(neg);
-    let mut kept = if drop_intermediate {
-        drop_intermediate_parts(&parts)
-    } else {
-        parts
-    };
+    let mut kept = resolve_ends(parts, drop_intermediate);
     if cut > 0 {
         if let Some(last) = kept.iter_mut().rev().find(|p| !p.is_empty()) {
             last.pop();
         }
     }
+    kept
+}
+
+/// [`kept_points`] as a [`Roc`], with the leading (0, 0, +inf).
+fn build_roc<S: Score>(h: &Histogram<S::Key>, kept: &[Vec<Point<S::Key>>]) -> Roc<S> {
     let total = kept.iter().map(Vec::len).sum::<usize>() + 1;
     let mut fps = Vec::with_capacity(total);
     let mut tps = Vec::with_capacity(total);
@@ -484,7 +618,7 @@ fn build_roc<S: Score>(
     fps.push(0);
     tps.push(0);
     thresholds.push(S::infinity());
-    for part in &kept {
+    for part in kept {
         fps.extend(part.iter().map(|p| p.0));
         tps.extend(part.iter().map(|p| p.1));
         thresholds.extend(part.iter().map(|p| S::from_key(p.2)));
@@ -493,8 +627,8 @@ fn build_roc<S: Score>(
         fps,
         tps,
         thresholds,
-        n_pos,
-        n_neg,
+        n_pos: h.pos.len() as u64,
+        n_neg: h.totals.iter().sum::<usize>() as u64,
     }
 }
 
@@ -512,38 +646,54 @@ pub fn roc_curve<S: Score>(labels: &[u8], scores: &[S], drop_intermediate: bool)
     pool::install(|| {
         let h = histogram(labels, scores)?;
         check_classes(&h)?;
-        Ok(build_roc(labels, scores, &h, 0, drop_intermediate))
+        let kept = kept_points(labels, scores, &h, 0, drop_intermediate);
+        Ok(build_roc(&h, &kept))
     })
+}
+
+/// The kept points of the beginning of sklearn's ROC and the histogram they came from.
+struct Prefix<K> {
+    h: Histogram<K>,
+    kept: Kept<K>,
+}
+
+/// The kept points of the beginning of sklearn's ROC (`drop_intermediate=True`) that
+/// [`roc_prefix`] returns, with the histogram they came from.
+fn prefix_points<S: Score>(labels: &[u8], scores: &[S], max_far: f64) -> Result<Prefix<S::Key>> {
+    validate(labels, scores)?;
+    let h = histogram(labels, scores)?;
+    check_classes(&h)?;
+    let n_neg: usize = h.totals.iter().sum();
+    let min_fps = (max_far.clamp(0.0, 1.0) * n_neg as f64).floor() as u64 + 1;
+    let mut wanted = min_fps as usize + (min_fps as usize / 8).max(1024);
+    loop {
+        // the highest buckets holding more than `wanted` impostors
+        let mut cut = h.buckets();
+        let mut count = 0usize;
+        while cut > 0 && count <= wanted {
+            cut -= 1;
+            count += h.totals[cut];
+        }
+        let kept = kept_points(labels, scores, &h, cut, true);
+        // complete enough: a point beyond min_fps and a later one with a larger fps
+        let mut fps = kept.iter().flatten().map(|p| p.0);
+        let enough = fps
+            .find(|&f| f >= min_fps)
+            .is_some_and(|first| fps.any(|f| f > first));
+        if enough || cut == 0 {
+            return Ok(Prefix { h, kept });
+        }
+        wanted = wanted.saturating_mul(4);
+    }
 }
 
 /// The beginning of sklearn's ROC (`drop_intermediate=True`): exactly its first points, up to
 /// and including the first two distinct FPR values above `max_far`, which is all that TAR@FAR
 /// picks for targets <= `max_far` look at. Only the highest impostor scores are sorted.
 pub fn roc_prefix<S: Score>(labels: &[u8], scores: &[S], max_far: f64) -> Result<Roc<S>> {
-    validate(labels, scores)?;
     pool::install(|| {
-        let h = histogram(labels, scores)?;
-        check_classes(&h)?;
-        let n_neg: usize = h.totals.iter().sum();
-        let min_fps = (max_far.clamp(0.0, 1.0) * n_neg as f64).floor() as u64 + 1;
-        let mut wanted = min_fps as usize + (min_fps as usize / 8).max(1024);
-        loop {
-            // the highest buckets holding more than `wanted` impostors
-            let mut cut = BUCKETS;
-            let mut count = 0usize;
-            while cut > 0 && count <= wanted {
-                cut -= 1;
-                count += h.totals[cut];
-            }
-            let roc = build_roc(labels, scores, &h, cut, true);
-            // complete enough: a point beyond min_fps and a later one with a larger fps
-            let first = roc.fps.iter().position(|&f| f >= min_fps);
-            let enough = first.is_some_and(|a| roc.fps[a..].iter().any(|&f| f > roc.fps[a]));
-            if enough || cut == 0 {
-                return Ok(roc);
-            }
-            wanted = wanted.saturating_mul(4);
-        }
+        let Prefix { h, kept } = prefix_points(labels, scores, max_far)?;
+        Ok(build_roc(&h, &kept))
     })
 }
 
@@ -576,6 +726,75 @@ pub fn pick_far(fpr: &[f64], target: f64, rule: FarRule) -> Result<usize> {
     let d_below = (fpr[below] - target).abs();
     let d_above = (value - target).abs();
     Ok(if d_above <= d_below { run_end } else { below })
+}
+
+/// A ROC point picked for a FAR target: its index in the ROC arrays, FPR, TPR and threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FarPick<S> {
+    pub index: usize,
+    pub fpr: f64,
+    pub tpr: f64,
+    pub threshold: S,
+}
+
+/// The points [`pick_far`] picks for each of `fars` on the ROC of `labels` and `scores`,
+/// computed on [`roc_prefix`] (exactly the beginning of the full curve, so the indices are
+/// those of the full curve) without handing the curve back: TAR@FAR at IJB-C size does not
+/// pay for converting the hundreds of thousands of points of the prefix.
+pub fn tar_at_far_points<S: Score>(
+    labels: &[u8],
+    scores: &[S],
+    fars: &[f64],
+    rule: FarRule,
+) -> Result<Vec<FarPick<S>>> {
+    if let Some(&target) = fars.iter().find(|&&f| !(f > 0.0 && f < 1.0)) {
+        return Err(Error::FarOutOfRange { target });
+    }
+    let Some(max_far) = fars.iter().copied().reduce(f64::max) else {
+        return Ok(Vec::new());
+    };
+    pool::install(|| {
+        let Prefix { h, kept } = prefix_points(labels, scores, max_far)?;
+        let (n_pos, n_neg) = (h.pos.len() as u64, h.totals.iter().sum::<usize>() as u64);
+        // the FPR of each point as Roc::fpr computes it, the leading (0, 0, +inf) first
+        let mut fpr = Vec::with_capacity(kept.iter().map(Vec::len).sum::<usize>() + 1);
+        fpr.push(0.0);
+        fpr.extend(kept.iter().flatten().map(|p| p.0 as f64 / n_neg as f64));
+        // point `index` (>= 1) is point `index - 1 - starts[p]` of the part `p` it falls in
+        let starts: Vec<usize> = kept
+            .iter()
+            .scan(0, |at, part| {
+                let start = *at;
+                *at += part.len();
+                Some(start)
+            })
+            .collect();
+        let point = |index: usize| {
+            let k = index - 1;
+            let p = starts.partition_point(|&s| s <= k) - 1;
+            kept[p].get(k - starts[p]).copied()
+        };
+        fars.iter()
+            .map(|&target| {
+                let index = pick_far(&fpr, target, rule)?;
+                let (tps, threshold) = match index {
+                    0 => (0, S::infinity()),
+                    i => {
+                        let p = point(i).ok_or_else(|| {
+                            Error::Internal(format!("ROC point {i} beyond the prefix"))
+                        })?;
+                        (p.1, S::from_key(p.2))
+                    }
+                };
+                Ok(FarPick {
+                    index,
+                    fpr: fpr[index],
+                    tpr: tps as f64 / n_pos as f64,
+                    threshold,
+                })
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -625,6 +844,121 @@ mod tests {
             let a = pre.fps.iter().position(|&f| f >= min_fps).unwrap();
             assert!(pre.fps[a..].iter().any(|&f| f > pre.fps[a]) || m == full.fps.len());
         }
+    }
+
+    /// sklearn's procedure written out: sort descending, one raw point per distinct score,
+    /// drop_intermediate by the second differences, prepend (0, 0, +inf).
+    fn reference_roc(labels: &[u8], scores: &[f32], drop: bool) -> (Vec<u64>, Vec<u64>, Vec<f32>) {
+        let mut order: Vec<usize> = (0..scores.len()).collect();
+        order.sort_by(|&a, &b| scores[b].partial_cmp(&scores[a]).unwrap());
+        let (mut fps, mut tps, mut thr) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut fp, mut tp) = (0u64, 0u64);
+        for (k, &i) in order.iter().enumerate() {
+            fp += (labels[i] == 0) as u64;
+            tp += (labels[i] == 1) as u64;
+            // -0.0 == 0.0: one threshold, as in sklearn
+            if k + 1 == order.len() || scores[order[k + 1]] != scores[i] {
+                fps.push(fp);
+                tps.push(tp);
+                thr.push(scores[i] + 0.0);
+            }
+        }
+        if drop && fps.len() > 2 {
+            let keep: Vec<usize> = (0..fps.len())
+                .filter(|&i| {
+                    i == 0
+                        || i + 1 == fps.len()
+                        || fps[i - 1] + fps[i + 1] != 2 * fps[i]
+                        || tps[i - 1] + tps[i + 1] != 2 * tps[i]
+                })
+                .collect();
+            fps = keep.iter().map(|&i| fps[i]).collect();
+            tps = keep.iter().map(|&i| tps[i]).collect();
+            thr = keep.iter().map(|&i| thr[i]).collect();
+        }
+        fps.insert(0, 0);
+        tps.insert(0, 0);
+        thr.insert(0, f32::INFINITY);
+        (fps, tps, thr)
+    }
+
+    #[test]
+    fn fine_buckets_and_groups_match_the_reference() {
+        // above FINE_FROM scores: 2^16 buckets, groups of buckets, the ends of each group
+        // decided against its neighbours; many ties, both signs, a few huge buckets
+        let n = FINE_FROM + 70_001;
+        let mut x = 0x9E3779B97F4A7C15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let labels: Vec<u8> = (0..n).map(|_| (rnd() % 7 == 0) as u8).collect();
+        let scores: Vec<f32> = labels
+            .iter()
+            .map(|&l| match rnd() % 4 {
+                // a coarse grid (ties), a fine one (few ties), one heavy value, a signed zero
+                0 => (rnd() % 3000) as f32 / 1000.0 - 1.5 + l as f32 * 0.5,
+                1 => ((rnd() % (1 << 24)) as f32 / (1 << 24) as f32 - 0.5) * 0.6,
+                2 => 0.25,
+                _ => -0.0,
+            })
+            .collect();
+        for drop in [true, false] {
+            let roc = roc_curve(&labels, &scores, drop).unwrap();
+            let (fps, tps, thr) = reference_roc(&labels, &scores, drop);
+            assert_eq!(roc.fps, fps, "drop {drop}");
+            assert_eq!(roc.tps, tps, "drop {drop}");
+            assert_eq!(roc.thresholds, thr, "drop {drop}");
+        }
+        let full = roc_curve(&labels, &scores, true).unwrap();
+        let fpr = full.fpr();
+        let fars = [1e-6, 1e-4, 0.01, 0.1, 0.3, 0.6];
+        for rule in [FarRule::Nearest, FarRule::AtMost] {
+            let picks = tar_at_far_points(&labels, &scores, &fars, rule).unwrap();
+            for (pick, &far) in picks.iter().zip(&fars) {
+                let i = pick_far(&fpr, far, rule).unwrap();
+                assert_eq!(pick.index, i, "{rule:?} {far}");
+                assert_eq!(pick.fpr, fpr[i]);
+                assert_eq!(pick.tpr, full.tpr()[i]);
+                assert_eq!(pick.threshold, full.thresholds[i]);
+            }
+        }
+        // groups: consecutive, from the cut, at most GROUP_KEYS keys unless one bucket
+        let h = histogram(&labels, &scores).unwrap();
+        assert_eq!(h.bits, FINE_BITS);
+        let bounds = group_buckets(&h.totals, 100);
+        assert_eq!((bounds[0], *bounds.last().unwrap()), (100, h.buckets()));
+        for w in bounds.windows(2) {
+            let keys: usize = h.totals[w[0]..w[1]].iter().sum();
+            assert!(
+                w[1] > w[0] && (keys <= GROUP_KEYS || w[1] == w[0] + 1),
+                "{w:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_scores_and_labels_named_in_large_inputs() {
+        let n = FINE_FROM + 5;
+        let mut labels = vec![0u8; n];
+        labels[7] = 1;
+        let mut scores = vec![0.5f32; n];
+        labels[FINE_FROM + 2] = 3;
+        scores[FINE_FROM + 3] = f32::INFINITY;
+        let err = roc_curve(&labels, &scores, true).unwrap_err();
+        assert!(
+            matches!(err, Error::BadLabel { index, value: 3, .. } if index == FINE_FROM + 2),
+            "{err:?}"
+        );
+        labels[FINE_FROM + 2] = 0;
+        scores[FINE_FROM + 1] = f32::NAN;
+        let err = tar_at_far_points(&labels, &scores, &[0.1], FarRule::Nearest).unwrap_err();
+        assert!(
+            matches!(err, Error::NonFinite { index, .. } if index == FINE_FROM + 1),
+            "{err:?}"
+        );
     }
 
     #[test]

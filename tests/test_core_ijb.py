@@ -264,3 +264,30 @@ def test_rust_core_works_in_forked_children():
 
     out = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("dim", [16, 512, 37])
+def test_template_features_start_on_a_cache_line(dim):
+    # The (T, D) result is a writeable C-contiguous float32 view whose first row starts on a
+    # 64-byte boundary (score_pairs' 64-byte loads then never straddle two cache lines); the
+    # array it views stays alive with it, and sorted and shuffled image orders give the same
+    # bits (images are read in row order, summed per media in (media, row) order).
+    rng = np.random.default_rng(dim)
+    feats, templates, medias = make_ijb(rng, n_images=2000, dim=dim, n_templates=150, n_medias=400)
+    ref, ref_ids = image2template_feature(feats, templates, medias)
+    for _ in range(4):
+        tf, ids = aggregate_templates(feats, templates, medias)
+        assert tf.ctypes.data % 64 == 0
+        assert tf.dtype == np.float32 and tf.shape == (150, dim)
+        assert tf.flags.c_contiguous and tf.flags.writeable
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(tf, ref, atol=2e-6)
+    kept = tf.copy()
+    del ids
+    import gc
+
+    gc.collect()
+    np.testing.assert_array_equal(tf, kept)
+    order = np.argsort(templates, kind="stable")  # images grouped by template, as IJB lists them
+    grouped, _ = aggregate_templates(feats[order], templates[order], medias[order])
+    np.testing.assert_array_equal(grouped.view(np.uint32), tf.view(np.uint32))

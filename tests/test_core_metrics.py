@@ -225,3 +225,15 @@ def test_tar_at_far_from_the_beginning_of_the_roc_equals_the_full_roc(decimals):
         np.testing.assert_array_equal(fast.far, ref.far)
         np.testing.assert_array_equal(fast.thresholds, ref.thresholds)
         np.testing.assert_array_equal(fast.index, ref.index)
+
+
+def test_int8_labels_are_viewed_not_copied():
+    # 0/1 int8 labels (what IJB meta files give) are read in place: no 15 MB copy at IJB-C size
+    from vitfree._checks import as_labels
+
+    labels = np.array([0, 1, 1, 0, 1], np.int8)
+    y = as_labels(labels)
+    assert y.dtype == np.uint8 and np.shares_memory(y, labels)
+    np.testing.assert_array_equal(y, labels)
+    with pytest.raises(ValueError, match="must be 0"):
+        as_labels(np.array([0, -1], np.int8))

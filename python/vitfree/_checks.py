@@ -214,6 +214,8 @@ def as_labels(x: Any, name: str = "labels", n: int | None = None) -> npt.NDArray
     if arr.dtype.kind not in "iuf":
         raise InputTypeError(f"{name} must be 0/1 integers or booleans, got dtype {arr.dtype}")
     if arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 1:
+        if arr.dtype.itemsize == 1 and arr.flags.c_contiguous:
+            return arr.view(np.uint8)  # int8 0/1: the same bytes, no copy
         return np.ascontiguousarray(arr, dtype=np.uint8)  # fast path: two reductions
     bad = np.flatnonzero((arr != 0) & (arr != 1))
     if bad.size:

@@ -19,6 +19,7 @@ __all__ = [
     "count_below",
     "get_num_threads",
     "pick_far",
+    "tar_at_far_points",
     "roc_curve",
     "roc_prefix",
     "score_pairs",
@@ -79,6 +80,11 @@ def pick_far(
     fpr: npt.NDArray[np.float64], fars: npt.NDArray[np.float64], rule: str
 ) -> npt.NDArray[np.int64]:
     """Index of the ROC point picked for each FAR ('nearest' or 'at_most')."""
+
+def tar_at_far_points(
+    labels: npt.NDArray[np.uint8], scores: npt.NDArray[np.float32] | npt.NDArray[np.float64], fars: npt.NDArray[np.float64], rule: str
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(index, fpr, tpr, thresholds) of the ROC point picked for each FAR, without the curve."""
 
 def count_below(
     dist: npt.NDArray[np.float64], labels: npt.NDArray[np.uint8], thresholds: npt.NDArray[np.float64]

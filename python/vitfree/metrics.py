@@ -53,8 +53,8 @@ class Roc:
         thresholds: (K,) same dtype as the scores; ``thresholds[0]`` is ``+inf``.
         fps, tps: (K,) uint64 impostor/genuine counts with score >= threshold.
         n_genuine, n_impostor: class sizes.
-        complete: False for the exact *beginning* of the curve that :func:`tar_at_far_points`
-            computes (enough for its picks, not for the AUC).
+        complete: False for a curve that holds only its exact beginning (as
+            ``_core.roc_prefix`` returns it: enough for TAR@FAR picks, not for the AUC).
     """
 
     fpr: npt.NDArray[np.float64]
@@ -118,19 +118,6 @@ def roc(labels: npt.ArrayLike, scores: npt.ArrayLike, drop_intermediate: bool = 
     return Roc(fpr, tpr, thr, fps, tps, int(tps[-1]), int(fps[-1]))
 
 
-def _roc_prefix(labels: npt.ArrayLike, scores: npt.ArrayLike, max_far: float) -> Roc:
-    """The exact beginning of the drop_intermediate ROC, far enough for picks at <= max_far.
-
-    Only the impostor scores above about the (1 - max_far) quantile are sorted, so this is
-    several times faster than the whole curve at IJB-C size.
-    """
-    y = as_labels(labels, "labels")
-    s = as_scores(scores, "scores", n=y.shape[0], check_finite=False)  # checked in Rust
-    fpr, tpr, thr, fps, tps = _core.roc_prefix(y, s, float(max_far))
-    n_pos = int(np.count_nonzero(y))
-    return Roc(fpr, tpr, thr, fps, tps, n_pos, int(y.shape[0]) - n_pos, complete=False)
-
-
 def roc_curve(
     labels: npt.ArrayLike, scores: npt.ArrayLike, drop_intermediate: bool = True
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], np.ndarray]:
@@ -186,11 +173,14 @@ def tar_at_far_points(
         if scores is not None:
             raise InputError("pass either a Roc or labels and scores, not both")
         r = labels
-    else:
-        if scores is None:
-            raise InputError("scores is required when labels is not a Roc")
-        r = _roc_prefix(labels, scores, float(f.max()))
-    return _pick(r, f, rule)
+        return _pick(r, f, rule)
+    if scores is None:
+        raise InputError("scores is required when labels is not a Roc")
+    # the picks on the exact beginning of the curve, without handing the curve to Python
+    y = as_labels(labels, "labels")
+    s = as_scores(scores, "scores", n=y.shape[0], check_finite=False)  # checked in Rust
+    index, far, tar, thresholds = _core.tar_at_far_points(y, s, f, rule)
+    return FarPoints(fars=f, tar=tar, far=far, thresholds=thresholds, index=index, rule=rule)
 
 
 def tar_at_far(
