@@ -8,8 +8,8 @@ Pair scoring, the three steps (aggregate + score + TAR@FAR) and evaluate_verific
 adds the full ROC and AUC) run on the pairs in two orders, sorted by (p1, p2) and shuffled (the
 cost must not depend on it, issue 11). Under VITFREE_BENCH_FULL the steps and the evaluation are
 also timed as the first call in a fresh process, on shuffled pairs (thread pool started,
-buffers faulted in by that call). A table of the best times and of the ratios to the numpy
-pipeline is printed at the end of the module.
+buffers faulted in by that call; the best of three processes). A table of the best times and of
+the ratios to the numpy pipeline is printed at the end of the module.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def report(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     t = _TIMES.get
     size = "full size" if FULL else "smoke size (1%)"
-    lines = ["", f"IJB-C 1:1 core, {size}: best of {ROUNDS} rounds (s), or one first call"]
+    lines = ["", f"IJB-C 1:1 core, {size}: best of {ROUNDS} rounds (s), first call best of {FIRST_CALLS}"]
     rows = [("score", "score numpy"), ("steps", "pipeline numpy"), ("evaluate", "pipeline numpy")]
     for kind, ref in rows:
         for label in [f"{kind} {o}" for o in (*ORDERS, "first call")]:
@@ -236,23 +236,32 @@ FIRST_CALL_SCRIPT = textwrap.dedent(
 )
 
 
+# fresh processes per first-call measurement; the best is reported (the machine is shared)
+FIRST_CALLS = 3
+
+
 @pytest.mark.skipif(not FULL, reason="full size only (VITFREE_BENCH_FULL=1)")
 @pytest.mark.parametrize("kind", ["steps", "evaluate"])
 def test_first_call(data, ours, kind):
-    """Shuffled pairs, as the first call of a fresh process (which first makes the data)."""
+    """Shuffled pairs, as the first call of a fresh process (which first makes the data); the
+    best of FIRST_CALLS processes."""
     env = {k: v for k, v in os.environ.items() if k != "VITFREE_NUM_THREADS"}
-    out = subprocess.run(
-        [sys.executable, "-c", FIRST_CALL_SCRIPT, str(SCALE), kind],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    m = json.loads(out.stdout.strip().splitlines()[-1])
-    _TIMES[f"{kind} first call"] = m["seconds"]
-    print(f"\n{kind}, first call, shuffled pairs: {m['seconds']:.3f} s")
-    np.testing.assert_array_equal(m["tar"], tar_at_far(data.labels, ours[2]))
+    seconds = []
+    for _ in range(FIRST_CALLS):
+        out = subprocess.run(
+            [sys.executable, "-c", FIRST_CALL_SCRIPT, str(SCALE), kind],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        m = json.loads(out.stdout.strip().splitlines()[-1])
+        np.testing.assert_array_equal(m["tar"], tar_at_far(data.labels, ours[2]))
+        seconds.append(m["seconds"])
+    _TIMES[f"{kind} first call"] = min(seconds)
+    times = ", ".join(f"{x:.3f}" for x in seconds)
+    print(f"\n{kind}, first call, shuffled pairs, {FIRST_CALLS} processes: {times} s")
 
 
 MEMORY_SCRIPT = textwrap.dedent(

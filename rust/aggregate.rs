@@ -387,6 +387,31 @@ fn first_bad_image<T: Element>(input: &AggregateInput<'_, T>, rows: &[u32]) -> u
         .unwrap_or(rows[0] as usize)
 }
 
+/// Images of the next template whose loads are started before a template is aggregated.
+const AHEAD: usize = 2;
+
+/// Asks the CPU to start loading image `row`'s features (and flip features) into cache. The
+/// images of a template are read in memory order, which the CPU's own prefetchers follow, but
+/// they stop during a template's closing arithmetic (its norm is a sequential sum of 512
+/// squares), so the next template's first images would start with cache misses.
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn prefetch_image<T: Element>(input: &AggregateInput<'_, T>, row: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let d = input.dim;
+        for part in [Some(input.feats), input.flip].into_iter().flatten() {
+            let part = &part[row * d..(row + 1) * d];
+            let p = part.as_ptr() as *const i8;
+            for offset in (0..std::mem::size_of_val(part)).step_by(64) {
+                // SAFETY: a prefetch has no effect but on caches; the address is inside `part`.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(offset)) };
+            }
+        }
+    }
+}
+
 /// Aggregate image features into L2-normalised template features (docs/protocols.md §3).
 ///
 /// Errors name the first offending template (in id order) or image row.
@@ -406,6 +431,10 @@ pub fn aggregate_templates<T: Element>(input: &AggregateInput<'_, T>) -> Result<
             .enumerate()
             .filter_map(|(t, out)| {
                 let rows = &grouping.order[grouping.offsets[t]..grouping.offsets[t + 1]];
+                let next = &grouping.order[grouping.offsets[t + 1]..];
+                for &r in next.iter().take(AHEAD) {
+                    prefetch_image(input, r as usize);
+                }
                 aggregate_one(input, rows, out).map(|b| (t, b))
             })
             .collect();

@@ -106,16 +106,9 @@ impl<T> SharedOut<T> {
 /// first touch faults in 2 MiB at a time where the system allows it (`enabled` = `always` or
 /// `madvise`); elsewhere this is a plain zeroed vector. The vector is an ordinary `Vec`.
 pub(crate) fn zeroed_vec<T: Copy + Default>(n: usize) -> Vec<T> {
-    if std::mem::align_of::<T>() <= 16 {
-        // calloc: fresh zero pages that nothing has touched yet
-        let v = vec![T::default(); n];
-        advise_huge(v.as_ptr() as *const u8, std::mem::size_of_val(v.as_slice()));
-        return v;
-    }
-    // over-aligned types are not allocated by calloc: advise before the first write
-    let mut v = Vec::with_capacity(n);
-    advise_huge(v.as_ptr() as *const u8, n * std::mem::size_of::<T>());
-    v.resize(n, T::default());
+    // calloc (for element alignments up to 16): fresh zero pages that nothing has touched yet
+    let v = vec![T::default(); n];
+    advise_huge(v.as_ptr() as *const u8, std::mem::size_of_val(v.as_slice()));
     v
 }
 
