@@ -442,8 +442,8 @@ fn row(feats: &[f32], dim: usize, r: usize) -> &[f32] {
 type Entry = [u32; 2];
 
 /// The runs of one scoring task: for `runs[r] = (first, end)`, the pairs
-/// `pairs[runs[r - 1].1..end]` (from 0 for `r = 0`) share the first row `first`; `scores[k]`
-/// receives the score of `pairs[k]`.
+/// `pairs[runs[r - 1].1..end]` (from 0 for `r = 0`) share the first row `first`; the score of
+/// pair `[slot, second]` goes to `scores[slot]`.
 struct Runs<'a> {
     feats: &'a [f32],
     dim: usize,
@@ -463,16 +463,16 @@ macro_rules! score_runs_with {
             let end = end as usize;
             let a = row(feats, dim, first as usize);
             let mut rest = &pairs[start..end];
-            let mut out = &mut $scores[start..end];
             start = end;
             while rest.len() >= $wide {
                 let mut b = [a; $wide];
                 for (b, e) in b.iter_mut().zip(rest) {
                     *b = row(feats, dim, e[1] as usize);
                 }
-                out[..$wide].copy_from_slice(&$kernel::<$wide>(a, b));
+                for (e, v) in rest.iter().zip($kernel::<$wide>(a, b)) {
+                    $scores[e[0] as usize] = v;
+                }
                 rest = &rest[$wide..];
-                out = &mut out[$wide..];
             }
             match rest.len() {
                 $($k => {
@@ -480,7 +480,9 @@ macro_rules! score_runs_with {
                     for (b, e) in b.iter_mut().zip(rest) {
                         *b = row(feats, dim, e[1] as usize);
                     }
-                    out.copy_from_slice(&$kernel::<$k>(a, b));
+                    for (e, v) in rest.iter().zip($kernel::<$k>(a, b)) {
+                        $scores[e[0] as usize] = v;
+                    }
                 })*
                 _ => {}
             }
@@ -511,8 +513,8 @@ fn score_runs_base(runs: Runs<'_>, scores: &mut [f32]) {
     for &(first, end) in runs {
         let end = end as usize;
         let a = row(feats, dim, first as usize);
-        for (e, s) in pairs[start..end].iter().zip(&mut scores[start..end]) {
-            *s = dot(a, row(feats, dim, e[1] as usize));
+        for e in &pairs[start..end] {
+            scores[e[0] as usize] = dot(a, row(feats, dim, e[1] as usize));
         }
         start = end;
     }
@@ -789,7 +791,6 @@ struct Scratch {
     keyed: Vec<(u64, Entry)>,
     runs: Vec<(u32, u32)>,
     pairs: Vec<Entry>,
-    scores: Vec<f32>,
 }
 
 /// Scoring in an order that depends on the pairs, not on their order in the input; on an
@@ -941,21 +942,19 @@ fn score_sorted(
                 keyed,
                 runs,
                 pairs,
-                scores,
             } = scratch;
             let len = e - s;
             runs.clear();
-            pairs.clear();
-            scores.clear();
-            scores.resize(len, 0.0);
-            // SAFETY: this task alone accesses buf[s..e]; the slice is gone before the scores
-            // are written there.
+            // SAFETY: this task alone accesses buf[s..e]; the slice is last used before the
+            // scores are written there.
             let local = unsafe { std::slice::from_raw_parts(buf_ptr.get().add(s), len) };
             if n_runs <= 2 * len + 4096 {
-                // a counting sort
+                // a counting sort: a permutation, which writes every one of pairs[..len]
                 ends.clear();
                 ends.resize(n_runs + 1, 0);
-                pairs.resize(len, [0; 2]);
+                if pairs.len() < len {
+                    pairs.resize(len, [0; 2]);
+                }
                 for &l in local {
                     ends[run(l).0 + 1] += 1;
                 }
@@ -977,6 +976,7 @@ fn score_sorted(
                 }
             } else {
                 // few pairs for many possible runs (huge blocks): a comparison sort
+                pairs.clear();
                 keyed.clear();
                 keyed.extend(local.iter().enumerate().map(|(slot, &l)| {
                     let (f, b) = run(l);
@@ -996,13 +996,15 @@ fn score_sorted(
                 feats,
                 dim,
                 runs,
-                pairs,
+                pairs: &pairs[..len],
             };
+            // each score straight over its pair's key in the bucket's range (slots are distinct
+            // and below len)
+            // SAFETY: this task alone accesses buf[s..e], and `local` is no longer used; f32
+            // and u32 have the same size and alignment.
+            let scores =
+                unsafe { std::slice::from_raw_parts_mut(buf_ptr.get().add(s) as *mut f32, len) };
             score_runs(simd, runs, scores);
-            for (p, v) in pairs.iter().zip(scores.iter()) {
-                // SAFETY: the slots of a task's pairs are distinct and below e - s.
-                unsafe { *buf_ptr.get().add(s + p[0] as usize) = v.to_bits() };
-            }
         });
 
     // pass 4
