@@ -104,7 +104,8 @@ impl<T> SharedOut<T> {
 /// one IJB-C score array). The vector is allocated zeroed (the allocator maps zero pages and
 /// does not touch them), then its 2 MiB-aligned interior is marked `MADV_HUGEPAGE`, so its
 /// first touch faults in 2 MiB at a time where the system allows it (`enabled` = `always` or
-/// `madvise`); elsewhere this is a plain zeroed vector. The vector is an ordinary `Vec`.
+/// `madvise`); elsewhere this is a plain zeroed vector. The vector is an ordinary `Vec`. (numpy
+/// marks its own large arrays the same way.)
 pub(crate) fn zeroed_vec<T: Copy + Default>(n: usize) -> Vec<T> {
     // calloc (for element alignments up to 16): fresh zero pages that nothing has touched yet
     let v = vec![T::default(); n];
