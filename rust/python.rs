@@ -359,6 +359,15 @@ fn roc_prefix<'py>(
     roc_any(py, labels, scores, true, Some(max_far))
 }
 
+/// The pick rule named `rule` ('nearest' or 'at_most').
+fn far_rule(rule: &str) -> Result<FarRule, Error> {
+    match rule {
+        "nearest" => Ok(FarRule::Nearest),
+        "at_most" => Ok(FarRule::AtMost),
+        other => Err(Error::BadRule { rule: other.into() }),
+    }
+}
+
 /// Index of the ROC point picked for each FAR target.
 ///
 /// Args:
@@ -380,11 +389,7 @@ fn pick_far<'py>(
     fars: PyReadonlyArray1<'py, f64>,
     rule: &str,
 ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-    let rule = match rule {
-        "nearest" => FarRule::Nearest,
-        "at_most" => FarRule::AtMost,
-        other => return Err(Error::BadRule { rule: other.into() }.into()),
-    };
+    let rule = far_rule(rule)?;
     let f = slice(&fpr, "fpr")?;
     let targets = slice(&fars, "fars")?;
     let out = run(py, || {
@@ -413,27 +418,15 @@ fn picks_generic<'py, S: Score + numpy::Element>(
     let l = slice(labels, "labels")?;
     let s = slice(scores, "scores")?;
     let picks = run(py, || roc::tar_at_far_points(l, s, targets, rule))?;
+    let column = |f: &dyn Fn(&roc::FarPick<S>) -> f64| {
+        picks.iter().map(f).collect::<Vec<f64>>().into_pyarray(py)
+    };
+    let index: Vec<i64> = picks.iter().map(|p| p.index as i64).collect();
     Ok((
-        picks
-            .iter()
-            .map(|p| p.index as i64)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        picks
-            .iter()
-            .map(|p| p.fpr)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        picks
-            .iter()
-            .map(|p| p.tpr)
-            .collect::<Vec<_>>()
-            .into_pyarray(py),
-        picks
-            .iter()
-            .map(|p| p.threshold.to_f64())
-            .collect::<Vec<f64>>()
-            .into_pyarray(py),
+        index.into_pyarray(py),
+        column(&|p| p.fpr),
+        column(&|p| p.tpr),
+        column(&|p| p.threshold.to_f64()),
     ))
 }
 
@@ -460,11 +453,7 @@ fn tar_at_far_points<'py>(
     fars: PyReadonlyArray1<'py, f64>,
     rule: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let rule = match rule {
-        "nearest" => FarRule::Nearest,
-        "at_most" => FarRule::AtMost,
-        other => return Err(Error::BadRule { rule: other.into() }.into()),
-    };
+    let rule = far_rule(rule)?;
     let targets = slice(&fars, "fars")?;
     match floats::<Ix1>(scores, "scores")? {
         Floats::F32(s) => picks_generic(py, &labels, &s, targets, rule)?.into_pyobject(py),
